@@ -1,0 +1,36 @@
+"""Throughput of every variant with pytest-benchmark, batch 1, on a fixed sample of evaluation texts.
+
+Compare with a saved run: `pytest benchmarks --benchmark-compare --benchmark-compare-fail=median:10%`.
+"""
+
+import pytest
+
+from ortgate.throughput import MODES, measure_with_benchmark
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_throughput(benchmark, ortgate, ortgate_variant, mode):
+    ortgate.benchmark(benchmark, ortgate_variant, mode)
+
+
+def _int8_variant(ortgate):
+    variant_id = ortgate.first_int8_variant()
+    if variant_id is None:
+        pytest.skip("no quantized variant selected")
+    return variant_id
+
+
+def test_bare_onnxruntime_loop(benchmark, ortgate):
+    """The yardstick for the harness: a plain InferenceSession.run loop on the same inputs."""
+    variant_id = _int8_variant(ortgate)
+    benchmark.group = "throughput model-only"
+    benchmark.extra_info.update({"variant": variant_id, "mode": "bare onnxruntime loop"})
+    s = ortgate.settings
+    measure_with_benchmark(benchmark, ortgate.bare_onnxruntime(variant_id), len(ortgate.bench_texts),
+                           s.bench_rounds, s.warmup_rounds)
+
+
+def test_harness_does_not_distort_speed(ortgate):
+    """Model-only samples/s through ortgate stays within 10% of the bare loop (same run, interleaved)."""
+    check = ortgate.harness_overhead(_int8_variant(ortgate))
+    assert check.ratio >= 0.90, check.message

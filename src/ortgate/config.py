@@ -1,0 +1,147 @@
+"""Settings of a run: command-line options over `[tool.ortgate]` in pyproject.toml over defaults.
+
+Every knob and its default is in `DEFAULTS` below; `OPTION_HELP` documents it once, for both the
+command line (`--ortgate-<name>`, with `_` written `-`) and pyproject.toml (`name = ...`).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ortgate.data import parse_label_map
+from ortgate.errors import ConfigError
+from ortgate.gate import ToleranceTable, parse_tolerance_table
+
+DEFAULTS: dict[str, object] = {
+    "model": None,  # None: the default MiniLM sentiment model, built on first use
+    "dataset": None,  # None: VADER Amazon review snippets, first 3,000 rows
+    "split": None,
+    "text_column": None,  # "text"; two columns (title, content) are combined
+    "label_column": None,  # "label"
+    "label_map": None,  # default: the model's id2label (ids or names)
+    "max_length": 128,
+    "limit": None,
+    "variants": None,  # None: every variant of the default set
+    "tolerance": "1.0pp",
+    "threads": None,  # None: all logical cores
+    "cache_dir": None,  # None: $ORTGATE_CACHE_DIR or ~/.cache/ortgate
+    "results_dir": "ortgate-results",
+    "eval_batch_size": 1,
+    "bench_samples": 128,
+    "bench_rounds": 5,
+    "warmup_rounds": 1,
+}
+
+OPTION_HELP: dict[str, str] = {
+    "model": "model directory or Hugging Face hub id (default: the built-in MiniLM sentiment model)",
+    "dataset": "csv/tsv/jsonl/parquet file, datasets.save_to_disk folder, or hub dataset name "
+    "(default: VADER Amazon snippets)",
+    "split": "split and optional slice, e.g. test[:3000] (hub and save_to_disk folders; files: a slice)",
+    "text_column": "text column; give twice or comma-separated (title,content) to combine two",
+    "label_column": "label column (default: label)",
+    "label_map": "dataset value = model label pairs, e.g. positive=POSITIVE,negative=NEGATIVE",
+    "max_length": "tokenizer truncation length (default 128)",
+    "limit": "evaluate at most this many rows (default: all; 3,000 for the default data)",
+    "variants": "comma-separated variant ids or globs to run (default: all); the baseline always runs",
+    "tolerance": "allowed accuracy/F1 drop: 1.0pp (absolute points), 2%% (relative), per variant "
+    "with id=value, e.g. 1pp,static-int8=3pp (default 1.0pp)",
+    "threads": "intra-op threads for ONNX Runtime and torch (default: all cores)",
+    "cache_dir": "cache of built models and variants (default: $ORTGATE_CACHE_DIR or ~/.cache/ortgate)",
+    "results_dir": "where summary.json and summary.md are written (default: ortgate-results)",
+    "eval_batch_size": "rows per inference call when evaluating accuracy (default 1, as deployed)",
+    "bench_samples": "texts per benchmark round (default 128)",
+    "bench_rounds": "benchmark rounds per variant (default 5)",
+    "warmup_rounds": "untimed warm-up rounds before each benchmark (default 1)",
+}
+
+_POSITIVE_INTS = ("max_length", "limit", "threads", "eval_batch_size", "bench_samples", "bench_rounds")
+
+
+@dataclass(frozen=True)
+class Settings:
+    model: str | None = None
+    dataset: str | None = None
+    split: str | None = None
+    text_columns: tuple[str, ...] | None = None
+    label_column: str | None = None
+    label_map: dict[str, str] | None = None
+    max_length: int = 128
+    limit: int | None = None
+    variants: tuple[str, ...] | None = None
+    tolerance: ToleranceTable = field(default_factory=ToleranceTable)
+    threads: int = 1
+    cache_dir: Path = Path("~/.cache/ortgate")
+    results_dir: Path = Path("ortgate-results")
+    eval_batch_size: int = 1
+    bench_samples: int = 128
+    bench_rounds: int = 5
+    warmup_rounds: int = 1
+
+
+def _as_list(value: object, name: str) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    items = value if isinstance(value, list | tuple) else [value]
+    out = tuple(p.strip() for item in items for p in str(item).split(",") if p.strip())
+    if not out:
+        raise ConfigError(f"ortgate setting {name!r} is empty")
+    return out
+
+
+def _as_int(value: object, name: str, minimum: int) -> int | None:
+    if value is None:
+        return None
+    try:
+        number = int(str(value))
+    except ValueError:
+        raise ConfigError(f"ortgate setting {name!r} must be an integer, got {value!r}") from None
+    if number < minimum:
+        raise ConfigError(f"ortgate setting {name!r} must be >= {minimum}, got {number}")
+    return number
+
+
+def read_pyproject(rootdir: Path) -> dict:
+    path = Path(rootdir) / "pyproject.toml"
+    if not path.is_file():
+        return {}
+    try:
+        table = tomllib.loads(path.read_text()).get("tool", {}).get("ortgate", {})
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+    unknown = sorted(set(table) - set(DEFAULTS))
+    if unknown:
+        raise ConfigError(f"unknown setting(s) {unknown} in [tool.ortgate] of {path}; known: {sorted(DEFAULTS)}")
+    return table
+
+
+def resolve_settings(cli: Mapping[str, object], pyproject: Mapping[str, object], rootdir: Path) -> Settings:
+    """Merge (command line wins), validate, and type every setting."""
+    raw = {name: cli.get(name) if cli.get(name) is not None else pyproject.get(name, default)
+           for name, default in DEFAULTS.items()}
+    ints = {name: _as_int(raw[name], name, 1) for name in _POSITIVE_INTS}
+    warmup = _as_int(raw["warmup_rounds"], "warmup_rounds", 0)
+    cache_dir = raw["cache_dir"] or os.environ.get("ORTGATE_CACHE_DIR") or "~/.cache/ortgate"
+    results_dir = Path(str(raw["results_dir"])).expanduser()
+    return Settings(
+        model=str(raw["model"]) if raw["model"] is not None else None,
+        dataset=str(raw["dataset"]) if raw["dataset"] is not None else None,
+        split=raw["split"],
+        text_columns=_as_list(raw["text_column"], "text_column"),
+        label_column=raw["label_column"],
+        label_map=parse_label_map(raw["label_map"]),
+        max_length=ints["max_length"],
+        limit=ints["limit"],
+        variants=_as_list(raw["variants"], "variants"),
+        tolerance=parse_tolerance_table(raw["tolerance"]),
+        threads=ints["threads"] or os.cpu_count() or 1,
+        cache_dir=Path(str(cache_dir)).expanduser(),
+        results_dir=results_dir if results_dir.is_absolute() else Path(rootdir) / results_dir,
+        eval_batch_size=ints["eval_batch_size"],
+        bench_samples=ints["bench_samples"],
+        bench_rounds=ints["bench_rounds"],
+        warmup_rounds=warmup,
+    )

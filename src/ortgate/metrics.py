@@ -1,0 +1,42 @@
+"""Classification metrics of one variant, and how its predictions differ from the baseline's. Pure."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.metrics import accuracy_score, precision_recall_fscore_support
+
+
+@dataclass(frozen=True)
+class Metrics:
+    accuracy: float
+    f1: float
+    precision: float
+    recall: float
+    n: int
+    average: str
+
+    def as_dict(self) -> dict:
+        return {"accuracy": self.accuracy, "f1": self.f1, "precision": self.precision,
+                "recall": self.recall, "n": self.n, "average": self.average}
+
+
+def classification_metrics(labels: np.ndarray, predictions: np.ndarray, num_labels: int) -> Metrics:
+    """Binary models: F1/precision/recall of label id 1 (the positive class of a 0/1 model);
+    more classes: macro averages."""
+    if len(labels) != len(predictions):
+        raise ValueError(f"{len(labels)} labels but {len(predictions)} predictions")
+    if len(labels) == 0:
+        raise ValueError("no rows to score")
+    average = "binary" if num_labels == 2 else "macro"
+    precision, recall, f1, _ = precision_recall_fscore_support(
+        labels, predictions, average=average, labels=list(range(num_labels)) if average == "macro" else None,
+        zero_division=0,
+    )
+    return Metrics(float(accuracy_score(labels, predictions)), float(f1), float(precision), float(recall),
+                   int(len(labels)), average)
+
+
+def differing_predictions(a: np.ndarray, b: np.ndarray) -> int:
+    return int(np.count_nonzero(np.asarray(a) != np.asarray(b)))

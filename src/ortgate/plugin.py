@@ -1,0 +1,124 @@
+"""The pytest plugin: options, session fixtures, variant parametrization, the terminal summary.
+
+Registered through the `pytest11` entry point. The work itself lives in the library
+(`session.RunSession`); this module only connects it to pytest.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+
+import pytest
+
+from ortgate.config import OPTION_HELP, Settings, read_pyproject, resolve_settings
+from ortgate.errors import OrtgateError
+from ortgate.isa import cpu_fingerprint, fingerprint_id
+from ortgate.report import render_terminal, summary_document, write_results
+from ortgate.session import RunSession
+from ortgate.variants import BASELINE_ID
+
+SETTINGS_KEY = pytest.StashKey[Settings]()
+SESSION_KEY = pytest.StashKey[RunSession]()
+_MULTI = {"text_column", "variants"}  # may be given more than once
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("ortgate", "ortgate: accuracy and speed gates for ONNX Runtime variants")
+    for name, help_text in OPTION_HELP.items():
+        flag = "--ortgate-" + name.replace("_", "-")
+        if name in _MULTI:
+            group.addoption(flag, action="append", dest=f"ortgate_{name}", default=None, help=help_text)
+        else:
+            group.addoption(flag, action="store", dest=f"ortgate_{name}", default=None, help=help_text)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "ortgate: a test of the ortgate regression suite")
+    cli = {name: config.getoption(f"ortgate_{name}") for name in OPTION_HELP}
+    try:
+        settings = resolve_settings(cli, read_pyproject(config.rootpath), config.rootpath)
+    except OrtgateError as exc:
+        raise pytest.UsageError(f"ortgate: {exc}") from None
+    config.stash[SETTINGS_KEY] = settings
+
+
+def _run_session(config: pytest.Config) -> RunSession:
+    if SESSION_KEY not in config.stash:
+        capture = config.pluginmanager.get_plugin("capturemanager")
+        reporter = config.pluginmanager.get_plugin("terminalreporter")
+
+        def log(message: str) -> None:
+            if capture is not None and reporter is not None:
+                with capture.global_and_fixture_disabled():
+                    reporter.write_line(message)
+            else:
+                print(message, file=sys.stderr)
+
+        def progress_scope():
+            return capture.global_and_fixture_disabled() if capture is not None else contextlib.nullcontext()
+
+        config.stash[SESSION_KEY] = RunSession(config.stash[SETTINGS_KEY], log=log, progress_scope=progress_scope)
+    return config.stash[SESSION_KEY]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    wanted = [name for name in ("ortgate_variant", "ortgate_candidate") if name in metafunc.fixturenames]
+    if not wanted:
+        return
+    try:
+        ids = _run_session(metafunc.config).selected_ids
+    except OrtgateError as exc:
+        raise pytest.UsageError(f"ortgate: {exc}") from None
+    for name in wanted:
+        params = ids if name == "ortgate_variant" else [i for i in ids if i != BASELINE_ID]
+        # Session scope groups the tests of one variant together and builds it once.
+        metafunc.parametrize(name, params, ids=params, indirect=True, scope="session")
+
+
+@pytest.fixture(scope="session")
+def ortgate(pytestconfig: pytest.Config) -> RunSession:
+    """The run's `RunSession`: model, data, builds, evaluations and speeds, shared by every test."""
+    return _run_session(pytestconfig)
+
+
+def _built_variant_id(request: pytest.FixtureRequest, session: RunSession) -> str:
+    variant_id = request.param
+    try:
+        session.built(variant_id)
+    except OrtgateError as exc:
+        pytest.fail(f"ortgate: {exc}", pytrace=False)
+    return variant_id
+
+
+@pytest.fixture(scope="session")
+def ortgate_variant(request: pytest.FixtureRequest, ortgate: RunSession) -> str:
+    """Each selected variant id, the baseline included; its build is done (or found in the cache)."""
+    return _built_variant_id(request, ortgate)
+
+
+@pytest.fixture(scope="session")
+def ortgate_candidate(request: pytest.FixtureRequest, ortgate: RunSession) -> str:
+    """Each selected variant id but the baseline: the ones a gate compares with it."""
+    return _built_variant_id(request, ortgate)
+
+
+def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: dict) -> None:
+    # Saved baselines carry the CPU fingerprint, so a comparison can tell which machine made them.
+    machine_info["ortgate_cpu"] = cpu_fingerprint()
+    machine_info["ortgate_cpu_id"] = fingerprint_id()
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    session = config.stash.get(SESSION_KEY, None)
+    if session is None or not (session.evaluations or session.speeds):
+        return
+    try:
+        doc = summary_document(session)
+        json_path, md_path = write_results(doc, session.settings.results_dir)
+    except OrtgateError as exc:
+        terminalreporter.write_line(f"ortgate: could not write the summary: {exc}")
+        return
+    terminalreporter.section("ortgate summary")
+    terminalreporter.write(render_terminal(doc))
+    terminalreporter.write_line(f"results: {json_path}  {md_path}")

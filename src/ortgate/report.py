@@ -1,0 +1,154 @@
+"""The run's summary: one row per variant, printed in the terminal and written as JSON and Markdown."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import time
+from pathlib import Path
+
+from ortgate.build import library_versions
+from ortgate.isa import cpu_fingerprint
+from ortgate.session import RunSession
+from ortgate.variants import BASELINE_ID
+
+SPEED_MODE = "end-to-end"  # the reference measured pipelines, tokenization included
+
+
+def summary_rows(session: RunSession) -> list[dict]:
+    base_eval = session.evaluations.get(BASELINE_ID)
+    base_speed = session.speeds.get((BASELINE_ID, SPEED_MODE))
+    base_model_only = session.speeds.get((BASELINE_ID, "model-only"))
+    rows = []
+    for vid in session.selected_ids:
+        evaluation = session.evaluations.get(vid)
+        speed = session.speeds.get((vid, SPEED_MODE))
+        model_only = session.speeds.get((vid, "model-only"))
+        if evaluation is None and speed is None and model_only is None:
+            continue
+        built = session.built(vid)  # already built: it was evaluated or timed
+        graph = session.graph(vid) if built else None
+        row: dict = {"variant": vid, "description": session.variants.specs[vid].description}
+        if evaluation:
+            row.update(evaluation.metrics.as_dict())
+            if base_eval:
+                row["accuracy_delta_pp"] = (evaluation.metrics.accuracy - base_eval.metrics.accuracy) * 100
+                gates = [session.gate(vid, m) for m in ("accuracy", "f1")] if vid != BASELINE_ID else []
+                row["gate"] = "baseline" if vid == BASELINE_ID else ("pass" if all(g.passed for g in gates) else "FAIL")
+                row["differing_predictions"] = int((evaluation.predictions != base_eval.predictions).sum())
+        if speed:
+            row["samples_per_s"] = speed.samples_per_s
+            row["latency_ms"] = speed.latency_ms
+            if base_speed:
+                row["speed_ratio"] = speed.samples_per_s / base_speed.samples_per_s
+                row["speed_delta_pct"] = (row["speed_ratio"] - 1) * 100
+        if model_only:
+            row["model_only_samples_per_s"] = model_only.samples_per_s
+            if base_model_only:
+                row["model_only_speed_ratio"] = model_only.samples_per_s / base_model_only.samples_per_s
+        if built:
+            row["size_mb"] = built.size_bytes / 1e6
+            row["cache_hit"] = built.cache_hit
+            row["graph"] = graph
+        elif vid == BASELINE_ID:
+            row["size_mb"] = sum(p.stat().st_size for p in session.model.path.glob("*.safetensors")) / 1e6
+        rows.append(row)
+    return rows
+
+
+def best_variant(rows: list[dict]) -> str | None:
+    """The fastest variant (end to end) that passed its accuracy gate, the baseline included."""
+    eligible = [r for r in rows if r.get("gate") in ("pass", "baseline") and "samples_per_s" in r]
+    return max(eligible, key=lambda r: r["samples_per_s"])["variant"] if eligible else None
+
+
+def summary_document(session: RunSession) -> dict:
+    rows = summary_rows(session)
+    s = session.settings
+    return {
+        "generated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "machine": cpu_fingerprint(),
+        "versions": library_versions(),
+        "model": {"source": session.model.description, "path": str(session.model.path),
+                  "fingerprint": session.model.fingerprint},
+        "data": session.data.source,
+        "settings": {"threads": s.threads, "max_length": s.max_length, "eval_batch_size": s.eval_batch_size,
+                     "bench_samples": s.bench_samples, "bench_rounds": s.bench_rounds,
+                     "warmup_rounds": s.warmup_rounds, "speed_mode": SPEED_MODE},
+        "baseline": BASELINE_ID,
+        "best": best_variant(rows),
+        "variants": rows,
+    }
+
+
+COLUMNS = [  # (header, key, format)
+    ("variant", "variant", "{}"),
+    ("accuracy", "accuracy", "{:.4f}"),
+    ("F1", "f1", "{:.4f}"),
+    ("precision", "precision", "{:.4f}"),
+    ("recall", "recall", "{:.4f}"),
+    ("acc Δ (pp)", "accuracy_delta_pp", "{:+.2f}"),
+    ("gate", "gate", "{}"),
+    ("samples/s", "samples_per_s", "{:.1f}"),
+    ("latency ms", "latency_ms", "{:.2f}"),
+    ("speed Δ", "speed_delta_pct", "{:+.0f}%"),
+    ("ratio", "speed_ratio", "{:.2f}x"),
+    ("model-only/s", "model_only_samples_per_s", "{:.1f}"),
+    ("model-only ratio", "model_only_speed_ratio", "{:.2f}x"),
+    ("size MB", "size_mb", "{:.1f}"),
+    ("fused ops", "fused", "{}"),
+]
+
+
+def _cells(row: dict) -> list[str]:
+    graph = row.get("graph") or {}
+    fused = ", ".join(f"{k}×{v}" for k, v in graph.get("fused_operators", {}).items())
+    row = {**row, "fused": fused or ("-" if graph else "")}
+    return [fmt.format(row[key]) if row.get(key) is not None and row.get(key) != "" else "" for _, key, fmt in COLUMNS]
+
+
+def render_markdown(doc: dict) -> str:
+    lines = [
+        "# ortgate summary",
+        "",
+        f"- model: {doc['model']['source']}",
+        f"- data: {doc['data']}",
+        f"- machine: {doc['machine'].get('model_name')} ({doc['machine'].get('arch')}, "
+        f"flags {', '.join(doc['machine'].get('flags', [])) or 'none'}), {doc['settings']['threads']} threads",
+        f"- speeds: {doc['settings']['speed_mode']} and model-only, batch 1, median of "
+        f"{doc['settings']['bench_rounds']} rounds × {doc['settings']['bench_samples']} texts; ratios vs "
+        f"`{doc['baseline']}` in the same run",
+        f"- best variant for this machine (fastest end to end within tolerance): **{doc['best'] or 'n/a'}**",
+        "",
+        "| " + " | ".join(h for h, _, _ in COLUMNS) + " |",
+        "|" + "|".join("---" for _ in COLUMNS) + "|",
+    ]
+    lines += ["| " + " | ".join(_cells(row)) + " |" for row in doc["variants"]]
+    return "\n".join(lines) + "\n"
+
+
+def render_terminal(doc: dict, width: int = 200) -> str:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"ortgate summary — best for this machine: {doc['best'] or 'n/a'}", show_lines=False)
+    for header, _, _ in COLUMNS:
+        table.add_column(header, overflow="fold")
+    for row in doc["variants"]:
+        table.add_row(*_cells(row))
+    buffer = io.StringIO()
+    Console(file=buffer, width=width, force_terminal=False, color_system=None).print(table)
+    return buffer.getvalue()
+
+
+def write_results(doc: dict, results_dir: Path) -> tuple[Path, Path]:
+    """Write summary.json and summary.md atomically (readers never see half a file)."""
+    results_dir.mkdir(parents=True, exist_ok=True)
+    outputs = ((results_dir / "summary.json", json.dumps(doc, indent=2, default=str)),
+               (results_dir / "summary.md", render_markdown(doc)))
+    for path, text in outputs:
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    return outputs[0][0], outputs[1][0]

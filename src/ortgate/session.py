@@ -1,0 +1,184 @@
+"""What happens once per run: resolve model and data, build variants, evaluate, collect speeds.
+
+Everything is lazy and memoized, so a run that selects two variants builds and evaluates two (plus
+their parents and the baseline), and a variant used by several tests is built and evaluated once.
+Knows nothing about pytest; `plugin.py` drives it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import numpy as np
+
+from ortgate.build import Builder, BuiltVariant
+from ortgate.cache import Cache
+from ortgate.config import Settings
+from ortgate.data import EvalData, load_eval_data
+from ortgate.default_model import ensure_default_model
+from ortgate.gate import GateResult
+from ortgate.graph import graph_summary
+from ortgate.metrics import Metrics, classification_metrics, differing_predictions
+from ortgate.models import ModelSource, load_model_source
+from ortgate.runtime import OnnxPredictor, Predictor, TorchPredictor, predict_logits
+from ortgate.throughput import (
+    Speed,
+    bare_onnxruntime_workload,
+    interleaved_round_times,
+    measure_with_benchmark,
+    speed_from_round_times,
+    workload,
+)
+from ortgate.variants import BASELINE_ID, DEFAULT_VARIANTS, Quantize, VariantSet
+
+Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    variant_id: str
+    predictions: np.ndarray
+    metrics: Metrics
+    seconds: float
+
+
+@dataclass
+class RunSession:
+    settings: Settings
+    log: Log = print
+    # Long work with progress bars runs inside this (pytest: output capture suspended).
+    progress_scope: Callable[[], AbstractContextManager] = contextlib.nullcontext
+    variants: VariantSet = DEFAULT_VARIANTS
+    evaluations: dict[str, Evaluation] = field(default_factory=dict)
+    speeds: dict[tuple[str, str], Speed] = field(default_factory=dict)
+    _predictors: dict[str, Predictor] = field(default_factory=dict)
+
+    @cached_property
+    def selected_ids(self) -> list[str]:
+        return self.variants.select(self.settings.variants)
+
+    @cached_property
+    def model(self) -> ModelSource:
+        if self.settings.model is None:
+            with self.progress_scope():
+                path = ensure_default_model(self.settings.cache_dir, log=self.log)
+            return load_model_source(str(path), "all-MiniLM-L6-v2 + VADER movie-snippet sentiment head (default)")
+        return load_model_source(self.settings.model)
+
+    @cached_property
+    def data(self) -> EvalData:
+        s = self.settings
+        data = load_eval_data(dataset=s.dataset, split=s.split, text_columns=s.text_columns,
+                              label_column=s.label_column, label_map=s.label_map, limit=s.limit,
+                              id2label=self.model.id2label, cache_dir=s.cache_dir)
+        self.log(f"[ortgate] data: {data.source}")
+        return data
+
+    @cached_property
+    def builder(self) -> Builder:
+        return Builder(self.variants, self.model, Cache(self.settings.cache_dir), self.data.calibration_texts,
+                       self.settings.max_length, log=self.log)
+
+    def built(self, variant_id: str) -> BuiltVariant | None:
+        return None if variant_id == BASELINE_ID else self.builder.build(variant_id)
+
+    def predictor(self, variant_id: str) -> Predictor:
+        if variant_id not in self._predictors:
+            s = self.settings
+            if variant_id == BASELINE_ID:
+                self._predictors[variant_id] = TorchPredictor(self.model.path, s.threads, s.max_length)
+            else:
+                built = self.built(variant_id)
+                self._predictors[variant_id] = OnnxPredictor(built.path, s.threads, s.max_length)
+        return self._predictors[variant_id]
+
+    def evaluate(self, variant_id: str) -> Evaluation:
+        if variant_id not in self.evaluations:
+            predictor = self.predictor(variant_id)
+            started = time.perf_counter()
+            with self.progress_scope():
+                logits = predict_logits(predictor, self.data.texts, self.settings.eval_batch_size,
+                                        desc=f"evaluating {variant_id}")
+            seconds = time.perf_counter() - started
+            predictions = logits.argmax(-1)
+            metrics = classification_metrics(self.data.labels, predictions, len(self.model.id2label))
+            self.log(f"[ortgate] variant {variant_id}: accuracy {metrics.accuracy:.4f}, F1 {metrics.f1:.4f} "
+                     f"on {metrics.n} rows ({seconds:.1f}s)")
+            self.evaluations[variant_id] = Evaluation(variant_id, predictions, metrics, seconds)
+        return self.evaluations[variant_id]
+
+    def gate(self, variant_id: str, metric: str) -> GateResult:
+        """Compare one metric of `variant_id` with the baseline measured in this session."""
+        baseline, candidate = self.evaluate(BASELINE_ID), self.evaluate(variant_id)
+        return GateResult(
+            metric=metric,
+            variant_id=variant_id,
+            baseline_id=BASELINE_ID,
+            baseline=getattr(baseline.metrics, metric),
+            value=getattr(candidate.metrics, metric),
+            tolerance=self.settings.tolerance.for_variant(variant_id),
+            differing=differing_predictions(baseline.predictions, candidate.predictions),
+            total=len(candidate.predictions),
+        )
+
+    @cached_property
+    def bench_texts(self) -> list[str]:
+        """A fixed sample: the first evaluation rows, so every variant and every run times the same texts."""
+        return self.data.texts[: self.settings.bench_samples]
+
+    def graph(self, variant_id: str) -> dict | None:
+        built = self.built(variant_id)
+        return graph_summary(built.onnx_path) if built else None
+
+    # ------------------------------------------------------------ speed
+
+    def benchmark(self, benchmark, variant_id: str, mode: str) -> Speed | None:
+        """Time `variant_id` with the pytest-benchmark fixture; record and return its speed."""
+        s = self.settings
+        benchmark.group = f"throughput {mode}"
+        benchmark.extra_info.update({"variant": variant_id, "mode": mode, "threads": s.threads,
+                                     "batch_size": 1, "samples_per_round": len(self.bench_texts)})
+        fn = workload(self.predictor(variant_id), self.bench_texts, mode)
+        speed = measure_with_benchmark(benchmark, fn, len(self.bench_texts), s.bench_rounds, s.warmup_rounds)
+        if speed is not None:
+            self.speeds[(variant_id, mode)] = speed
+        return speed
+
+    def first_int8_variant(self) -> str | None:
+        quantized = [v for v in self.selected_ids if isinstance(self.variants.specs[v].step, Quantize)]
+        return quantized[0] if quantized else None
+
+    def bare_onnxruntime(self, variant_id: str) -> Callable[[], None]:
+        predictor = self.predictor(variant_id)
+        features = [predictor.encode([text]) for text in self.bench_texts]
+        return bare_onnxruntime_workload(self.built(variant_id).onnx_path, self.settings.threads, features)
+
+    def harness_overhead(self, variant_id: str, rounds: int = 10) -> HarnessCheck:
+        """Model-only harness vs a bare InferenceSession.run loop, interleaved round by round."""
+        harness = workload(self.predictor(variant_id), self.bench_texts, "model-only")
+        bare = self.bare_onnxruntime(variant_id)
+        harness_times, bare_times = interleaved_round_times(harness, bare, rounds, self.settings.warmup_rounds)
+        n = len(self.bench_texts)
+        return HarnessCheck(variant_id, speed_from_round_times(harness_times, n), speed_from_round_times(bare_times, n))
+
+
+@dataclass(frozen=True)
+class HarnessCheck:
+    variant_id: str
+    harness: Speed
+    bare: Speed
+
+    @property
+    def ratio(self) -> float:
+        return self.harness.samples_per_s / self.bare.samples_per_s
+
+    @property
+    def message(self) -> str:
+        return (f"{self.variant_id} model-only: harness {self.harness.samples_per_s:.1f} samples/s vs bare "
+                f"InferenceSession.run loop {self.bare.samples_per_s:.1f} samples/s (ratio {self.ratio:.3f}, "
+                f"median of {self.harness.rounds} interleaved rounds)")

@@ -1,0 +1,93 @@
+"""Throughput workloads and their numbers: end to end (tokenize + run + argmax) or model only.
+
+The callables do nothing but the work: the texts are chosen and (for model-only) tokenized before
+timing, and the loop body is the predictor call itself, so the harness adds no measurable overhead.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from ortgate.runtime import Predictor, session_options
+
+MODES = ("end-to-end", "model-only")
+
+
+def workload(predictor: Predictor, texts: Sequence[str], mode: str) -> Callable[[], None]:
+    if mode == "end-to-end":
+        def run() -> None:
+            for text in texts:
+                predictor.run(predictor.encode([text])).argmax(-1)
+    elif mode == "model-only":
+        features = [predictor.encode([text]) for text in texts]
+
+        def run() -> None:
+            for feature in features:
+                predictor.run(feature)
+    else:
+        raise ValueError(f"unknown throughput mode {mode!r}; choose one of {MODES}")
+    return run
+
+
+def bare_onnxruntime_workload(onnx_path: Path, threads: int, features: Sequence[dict]) -> Callable[[], None]:
+    """The yardstick: a plain InferenceSession.run loop with the same session options and inputs."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(onnx_path), session_options(threads), providers=["CPUExecutionProvider"])
+
+    def run() -> None:
+        for feature in features:
+            session.run(None, feature)
+
+    return run
+
+
+@dataclass(frozen=True)
+class Speed:
+    samples_per_s: float  # from the median round: robust to a round slowed by a noisy neighbour
+    mean_samples_per_s: float
+    latency_ms: float  # median round time per sample
+    rounds: int
+    samples_per_round: int
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def speed_from_round_times(round_seconds: Sequence[float], samples_per_round: int) -> Speed:
+    if not round_seconds or samples_per_round < 1:
+        raise ValueError("need at least one round of at least one sample")
+    median = statistics.median(round_seconds)
+    mean = statistics.fmean(round_seconds)
+    return Speed(samples_per_round / median, samples_per_round / mean, median / samples_per_round * 1e3,
+                 len(round_seconds), samples_per_round)
+
+
+def measure_with_benchmark(benchmark, fn: Callable[[], None], samples: int, rounds: int, warmup: int) -> Speed | None:
+    """Time `fn` with pytest-benchmark's pedantic mode; None when benchmarks are disabled."""
+    benchmark.pedantic(fn, rounds=rounds, warmup_rounds=warmup, iterations=1)
+    stats = getattr(benchmark, "stats", None)
+    if stats is None:
+        return None
+    speed = speed_from_round_times(list(stats.stats.data), samples)
+    benchmark.extra_info.update(speed.as_dict())
+    return speed
+
+
+def interleaved_round_times(a: Callable[[], None], b: Callable[[], None], rounds: int, warmup: int = 1
+                            ) -> tuple[list[float], list[float]]:
+    """Alternate a and b round by round, so machine drift hits both alike."""
+    for _ in range(warmup):
+        a()
+        b()
+    times_a, times_b = [], []
+    for i in range(rounds):
+        for fn, times in ((a, times_a), (b, times_b)) if i % 2 == 0 else ((b, times_b), (a, times_a)):
+            started = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - started)
+    return times_a, times_b
