@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ortgate import pypi
-from ortgate.errors import DataError
+from ortgate.errors import ConfigError, DataError
 
 DEFAULT_EVAL_ROWS = 3000
 DEFAULT_CALIBRATION_ROWS = 128
@@ -58,13 +58,13 @@ def parse_label_map(spec: str | Mapping[str, str] | None) -> dict[str, str] | No
     for part in filter(None, (p.strip() for p in spec.split(","))):
         key, sep, value = part.partition("=")
         if not sep or not key.strip() or not value.strip():
-            raise DataError(
+            raise ConfigError(
                 f"invalid --ortgate-label-map entry {part!r}: write DATASET_VALUE=MODEL_LABEL, "
                 "e.g. positive=POSITIVE,negative=NEGATIVE"
             )
         mapping[key.strip()] = value.strip()
     if not mapping:
-        raise DataError("--ortgate-label-map is empty: write DATASET_VALUE=MODEL_LABEL pairs")
+        raise ConfigError("--ortgate-label-map is empty: write DATASET_VALUE=MODEL_LABEL pairs")
     return mapping
 
 
@@ -156,7 +156,8 @@ def _apply_slice(table, slice_: str, dataset: str):
     if not m:
         raise DataError(f"invalid slice {slice_!r} for {dataset}: write e.g. [:3000] or [100:500]")
     start, stop = (int(g) if g else None for g in m.groups())
-    return table.select(range(len(table))[start:stop])
+    rows = range(len(table))[start:stop]
+    return table.select(rows if len(rows) else [])
 
 
 def labeled_columns(
@@ -212,14 +213,22 @@ def vader_snippets(cache_dir: Path, corpus: str) -> tuple[list[str], list[str]]:
         inner_bytes = outer.extractfile(VADER_MEMBER).read()
     with tarfile.open(fileobj=io.BytesIO(inner_bytes)) as inner:
         raw = inner.extractfile(f"hutto_ICWSM_2014/{corpus}_GroundTruth.txt").read()
+    return parse_ground_truth(raw.decode("utf-8"))
+
+
+def parse_ground_truth(text: str) -> tuple[list[str], list[str]]:
+    """VADER `*_GroundTruth.txt`: id, mean rating (-4..+4), text, tab-separated; the sign is the label."""
     texts, labels = [], []
-    for line in raw.decode("utf-8").splitlines():
+    for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
-        _id, rating, text = line.split("\t", 2)
-        score = float(rating)
+        try:
+            _id, rating, snippet = line.split("\t", 2)
+            score = float(rating)
+        except ValueError:
+            raise DataError(f"VADER ground truth line {number} is not 'id<TAB>rating<TAB>text': {line[:60]!r}") from None
         if score != 0:
-            texts.append(text.strip())
+            texts.append(snippet.strip())
             labels.append("POSITIVE" if score > 0 else "NEGATIVE")
     return texts, labels
 

@@ -113,9 +113,10 @@ class GateResult:
     @property
     def message(self) -> str:
         verdict = "within" if self.passed else "OUTSIDE"
+        change = f"a drop of {self.drop * 100:.2f}pp" if self.drop >= 0 else f"a gain of {-self.drop * 100:.2f}pp"
         return (
             f"{self.metric} of {self.variant_id} is {self.value:.4f} vs {self.baseline:.4f} for baseline "
-            f"{self.baseline_id}: a drop of {self.drop * 100:+.2f}pp, {verdict} the tolerance of "
+            f"{self.baseline_id}: {change}, {verdict} the tolerance of "
             f"{self.tolerance} (allowed drop {self.tolerance.allowed_drop(self.baseline) * 100:.2f}pp); "
             f"{self.differing} of {self.total} predictions differ from the baseline's"
         )

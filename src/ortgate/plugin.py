@@ -16,7 +16,7 @@ from ortgate.errors import OrtgateError
 from ortgate.isa import cpu_fingerprint, fingerprint_id
 from ortgate.report import render_terminal, summary_document, write_results
 from ortgate.session import RunSession
-from ortgate.variants import BASELINE_ID
+from ortgate.variants import BASELINE_ID, DEFAULT_VARIANTS
 
 SETTINGS_KEY = pytest.StashKey[Settings]()
 SESSION_KEY = pytest.StashKey[RunSession]()
@@ -38,6 +38,7 @@ def pytest_configure(config: pytest.Config) -> None:
     cli = {name: config.getoption(f"ortgate_{name}") for name in OPTION_HELP}
     try:
         settings = resolve_settings(cli, read_pyproject(config.rootpath), config.rootpath)
+        DEFAULT_VARIANTS.select(settings.variants)  # unknown names are a usage error, before collection
     except OrtgateError as exc:
         raise pytest.UsageError(f"ortgate: {exc}") from None
     config.stash[SETTINGS_KEY] = settings

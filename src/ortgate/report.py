@@ -101,11 +101,17 @@ COLUMNS = [  # (header, key, format)
 ]
 
 
-def _cells(row: dict) -> list[str]:
+# The terminal table leaves out what the Markdown and JSON keep (precision, recall, latency).
+TERMINAL_KEYS = ("variant", "accuracy", "f1", "accuracy_delta_pp", "gate", "samples_per_s", "speed_ratio",
+                 "model_only_samples_per_s", "model_only_speed_ratio", "size_mb", "fused")
+_SHORT_OPS = {"SkipLayerNormalization": "SkipLN", "LayerNormalization": "LN", "EmbedLayerNormalization": "EmbedLN"}
+
+
+def _cells(row: dict, columns=COLUMNS) -> list[str]:
     graph = row.get("graph") or {}
-    fused = ", ".join(f"{k}×{v}" for k, v in graph.get("fused_operators", {}).items())
+    fused = " ".join(f"{_SHORT_OPS.get(k, k)}×{v}" for k, v in graph.get("fused_operators", {}).items())
     row = {**row, "fused": fused or ("-" if graph else "")}
-    return [fmt.format(row[key]) if row.get(key) is not None and row.get(key) != "" else "" for _, key, fmt in COLUMNS]
+    return [fmt.format(row[key]) if row.get(key) not in (None, "") else "" for _, key, fmt in columns]
 
 
 def render_markdown(doc: dict) -> str:
@@ -132,11 +138,12 @@ def render_terminal(doc: dict, width: int = 200) -> str:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"ortgate summary — best for this machine: {doc['best'] or 'n/a'}", show_lines=False)
-    for header, _, _ in COLUMNS:
-        table.add_column(header, overflow="fold")
+    columns = [c for c in COLUMNS if c[1] in TERMINAL_KEYS]
+    table = Table(title=f"ortgate summary — best for this machine: {doc['best'] or 'n/a'}")
+    for header, key, _ in columns:
+        table.add_column(header, overflow="fold", justify="left" if key in ("variant", "gate", "fused") else "right")
     for row in doc["variants"]:
-        table.add_row(*_cells(row))
+        table.add_row(*_cells(row, columns))
     buffer = io.StringIO()
     Console(file=buffer, width=width, force_terminal=False, color_system=None).print(table)
     return buffer.getvalue()

@@ -1,0 +1,113 @@
+"""Each variant builder on the tiny model: real Optimum exports, ORT optimization and quantization."""
+
+import numpy as np
+import onnx
+import pytest
+from tiny import sentences
+
+from ortgate import build as build_module
+from ortgate.build import Builder, build_key
+from ortgate.cache import Cache
+from ortgate.errors import BuildError
+from ortgate.graph import graph_summary
+from ortgate.models import load_model_source
+from ortgate.runtime import OnnxPredictor, TorchPredictor, predict_logits
+from ortgate.variants import DEFAULT_VARIANTS
+
+TEXTS, LABELS = sentences(40, seed=11)
+ONNX_VARIANTS = [v for v in DEFAULT_VARIANTS.specs if v != "pytorch"]
+
+
+@pytest.fixture(scope="module")
+def source(tiny_model):
+    return load_model_source(str(tiny_model))
+
+
+@pytest.fixture(scope="module")
+def builder(source, tmp_path_factory):
+    cache = Cache(tmp_path_factory.mktemp("cache"))
+    return Builder(DEFAULT_VARIANTS, source, cache, TEXTS[:16], max_length=32)
+
+
+@pytest.fixture(scope="module")
+def reference_logits(source):
+    return predict_logits(TorchPredictor(source.path, 1, 32), TEXTS)
+
+
+@pytest.mark.parametrize("variant_id", ONNX_VARIANTS)
+def test_each_variant_builds_loads_and_agrees_with_pytorch(builder, reference_logits, variant_id):
+    built = builder.build(variant_id)
+    onnx.checker.check_model(str(built.onnx_path))
+    assert (built.path / "config.json").is_file() and (built.path / "tokenizer.json").is_file()
+    logits = predict_logits(OnnxPredictor(built.path, 1, 32), TEXTS)
+    assert logits.shape == reference_logits.shape
+    agreement = np.mean(logits.argmax(-1) == reference_logits.argmax(-1))
+    assert agreement >= 0.9, f"{variant_id} agrees with PyTorch on only {agreement:.0%} of rows"
+    if variant_id in ("onnx", "O99"):  # fp32 graphs: same numbers up to float rounding
+        np.testing.assert_allclose(logits, reference_logits, atol=1e-4)
+
+
+def test_graphs_show_what_each_step_did(builder):
+    export = graph_summary(builder.build("onnx").onnx_path)
+    o99 = graph_summary(builder.build("O99").onnx_path)
+    arm64 = graph_summary(builder.build("O99-dynamic-int8-arm64").onnx_path)
+    static = graph_summary(builder.build("static-int8").onnx_path)
+    assert export["fused_operators"] == {}
+    assert o99["fused_operators"]["Attention"] == 2 and o99["fused_operators"]["SkipLayerNormalization"] >= 2
+    assert o99["nodes"] < export["nodes"]
+    assert arm64["fused_operators"].get("QAttention") == 2 and arm64["quantized_operators"]["MatMulInteger"] > 0
+    assert static["quantized_operators"]["QuantizeLinear"] > 0  # QDQ format
+    assert "INT8" in arm64["initializer_types"] and "UINT8" in graph_summary(
+        builder.build("O99-dynamic-int8-avx2").onnx_path)["initializer_types"]
+
+
+def test_quantizing_an_optimized_graph_needs_the_shape_inference_workaround(builder, tmp_path):
+    """Without symbolic shape inference, ORT's quantizer fails on the fused graph (optimum#2186)."""
+    step = DEFAULT_VARIANTS.specs["O99-dynamic-int8-arm64"].step
+    with pytest.raises(RuntimeError, match="Unable to find data type"):
+        build_module.quantize(builder.build("O99").path, tmp_path, step, [], 32, infer_shapes_first=False)
+
+
+def test_second_builder_hits_the_cache(builder, source):
+    builder.build("O99-dynamic-int8-avx2")
+    again = Builder(DEFAULT_VARIANTS, source, builder.cache, TEXTS[:16], max_length=32)
+    assert again.build("O99-dynamic-int8-avx2").cache_hit
+    assert again.build("onnx").cache_hit
+
+
+def test_corrupt_onnx_in_cache_is_rebuilt(builder, source):
+    built = builder.build("dynamic-int8")
+    data = built.onnx_path.read_bytes()
+    built.onnx_path.write_bytes(data[: len(data) // 2])  # a truncated file, as after a crash or full disk
+    notes = []
+    fresh = Builder(DEFAULT_VARIANTS, source, builder.cache, TEXTS[:16], max_length=32, log=notes.append)
+    rebuilt = fresh.build("dynamic-int8")
+    assert not rebuilt.cache_hit and any("truncated" in n for n in notes)
+    onnx.checker.check_model(str(rebuilt.onnx_path))
+
+
+def test_key_covers_cpu_only_for_hardware_specific_graphs(source, monkeypatch):
+    keys = {v: build_key(DEFAULT_VARIANTS, v, source, "cal") for v in ("onnx", "O99", "O99-dynamic-int8-arm64")}
+    monkeypatch.setattr(build_module, "cpu_fingerprint", lambda: {"arch": "aarch64", "flags": ["asimddp"]})
+    moved = {v: build_key(DEFAULT_VARIANTS, v, source, "cal") for v in keys}
+    assert moved["onnx"] == keys["onnx"]
+    assert moved["O99"] != keys["O99"] and moved["O99-dynamic-int8-arm64"] != keys["O99-dynamic-int8-arm64"]
+
+
+def test_key_covers_calibration_rows_only_for_static(source):
+    assert build_key(DEFAULT_VARIANTS, "static-int8", source, "a") != build_key(DEFAULT_VARIANTS, "static-int8", source, "b")
+    assert build_key(DEFAULT_VARIANTS, "dynamic-int8", source, "a") == build_key(DEFAULT_VARIANTS, "dynamic-int8", source, "b")
+
+
+def test_key_covers_library_versions(source, monkeypatch):
+    before = build_key(DEFAULT_VARIANTS, "onnx", source, None)
+    monkeypatch.setattr(build_module, "library_versions", lambda: {"onnxruntime": "9.9.9"})
+    assert build_key(DEFAULT_VARIANTS, "onnx", source, None) != before
+
+
+def test_build_failure_names_the_variant(source, tmp_path):
+    broken = Builder(DEFAULT_VARIANTS, source, Cache(tmp_path), [], max_length=32)
+    with pytest.raises(BuildError, match="building variant static-int8 failed.*calibration rows"):
+        broken.build("static-int8")
+    with pytest.raises(BuildError, match="PyTorch baseline"):
+        broken.build("pytorch")

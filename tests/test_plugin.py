@@ -1,0 +1,93 @@
+"""The pytest plugin end to end: the real suite in benchmarks/ on the tiny model and a tiny csv."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+SUITE = Path(__file__).resolve().parents[1] / "benchmarks"
+pytest_plugins = ["pytester"]
+
+
+@pytest.fixture
+def suite(pytester, tiny_model, tiny_csv, tmp_path_factory):
+    for name in ("test_accuracy.py", "test_throughput.py"):
+        (pytester.path / name).write_text((SUITE / name).read_text())
+    cache = tmp_path_factory.getbasetemp() / "plugin-cache"
+    base = ["-p", "no:cacheprovider", f"--ortgate-model={tiny_model}", f"--ortgate-dataset={tiny_csv}",
+            f"--ortgate-cache-dir={cache}", "--ortgate-bench-samples=8", "--ortgate-bench-rounds=3",
+            "--ortgate-max-length=32"]
+
+    def run(*args):
+        return pytester.runpytest_subprocess(*base, *args, timeout=600)
+
+    return run
+
+
+def test_suite_gates_benchmarks_summarizes_and_reuses_the_cache(suite, pytester):
+    first = suite("--ortgate-variants=onnx,O99-dynamic-int8-arm64", "--benchmark-json=bench.json",
+                  "--ortgate-label-map=negative=NEGATIVE,positive=POSITIVE")
+    first.assert_outcomes(passed=4 + 6 + 2)  # 2 gates × 2 variants, 2 modes × 3 variants, bare loop + harness
+    first.stdout.fnmatch_lines(["*ortgate summary*", "*pytorch*baseline*", "*O99-dynamic-int8-arm64*pass*",
+                                "results: *summary.json*"])
+    doc = json.loads((pytester.path / "ortgate-results" / "summary.json").read_text())
+    rows = {r["variant"]: r for r in doc["variants"]}
+    assert list(rows) == ["pytorch", "onnx", "O99-dynamic-int8-arm64"]  # O99 is built as a parent, not run
+    int8 = rows["O99-dynamic-int8-arm64"]
+    for key in ("accuracy", "f1", "precision", "recall", "samples_per_s", "speed_ratio", "size_mb", "latency_ms"):
+        assert int8[key] > 0, key
+    assert int8["graph"]["fused_operators"]["QAttention"] == 2 and doc["best"] in rows
+    assert "| O99-dynamic-int8-arm64 |" in (pytester.path / "ortgate-results" / "summary.md").read_text()
+    bench = json.loads((pytester.path / "bench.json").read_text())
+    infos = [b["extra_info"] for b in bench["benchmarks"] if b["extra_info"].get("mode") == "model-only"]
+    assert infos and all(i["samples_per_s"] > 0 and i["samples_per_round"] == 8 for i in infos)
+    assert bench["machine_info"]["ortgate_cpu"]["arch"]
+    first.stdout.fnmatch_lines(["*variant O99-dynamic-int8-arm64: built*"])
+
+    second = suite("--ortgate-variants=O99-dynamic-int8-arm64", "--benchmark-skip")
+    second.assert_outcomes(passed=3, skipped=5)  # gates and the harness check run; benchmarks skip
+    second.stdout.fnmatch_lines(["*variant O99-dynamic-int8-arm64: cache hit*"])
+    assert "building" not in second.stdout.str()
+
+
+def test_saved_benchmarks_compare_and_gate(suite):
+    args = ["test_throughput.py::test_throughput", "--ortgate-variants=dynamic-int8", "--benchmark-storage=file://./bstore"]
+    suite(*args, "--benchmark-autosave").assert_outcomes(passed=4)
+    compared = suite(*args, "--benchmark-compare", "--benchmark-compare-fail=median:100000%")
+    compared.assert_outcomes(passed=4)
+    compared.stdout.fnmatch_lines(["*test_throughput[[]dynamic-int8-model-only[]] (0001_*"])  # the saved run
+    # An injected regression: twice the texts per round doubles each round's time.
+    failing = suite(*args, "--ortgate-bench-samples=16", "--benchmark-compare", "--benchmark-compare-fail=median:30%")
+    assert failing.ret != 0
+    assert "Performance has regressed" in failing.stdout.str() + failing.stderr.str()
+
+
+def test_pyproject_settings_apply_and_command_line_wins(suite, pytester):
+    pytester.makepyprojecttoml('[tool.ortgate]\nvariants = ["dynamic-int8"]\ntolerance = "0.5pp"\n')
+    result = suite("-k", "accuracy")
+    result.assert_outcomes(passed=2)  # only dynamic-int8 gated
+    result = suite("-k", "accuracy", "--ortgate-variants=onnx,dynamic-int8")
+    result.assert_outcomes(passed=4)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--ortgate-variants=O3"], "*unknown variant 'O3'*known variants: pytorch, onnx*"),
+        (["--ortgate-tolerance=-2"], "*invalid tolerance '-2'*"),
+        (["--ortgate-tolerance=lots"], "*invalid tolerance 'lots'*"),
+        (["--ortgate-threads=0"], "*'threads' must be >= 1*"),
+    ],
+)
+def test_bad_options_are_usage_errors(suite, args, message):
+    result = suite(*args)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([message])
+
+
+def test_bad_data_fails_with_the_reason(suite, tmp_path):
+    result = suite("--ortgate-text-column=review", "-k", "accuracy")
+    result.stdout.fnmatch_lines(["*no text column 'review'*--ortgate-text-column*"])
+    assert result.ret != 0
+    result = suite(f"--ortgate-dataset={tmp_path / 'missing.csv'}", "-k", "accuracy")
+    result.stdout.fnmatch_lines(["*dataset file*missing.csv does not exist*"])

@@ -1,0 +1,75 @@
+import pytest
+
+from ortgate.errors import ConfigError
+from ortgate.variants import (
+    BASELINE_ID,
+    DEFAULT_VARIANTS,
+    REFERENCE_OPERATORS,
+    Export,
+    Optimize,
+    Quantize,
+    VariantSet,
+    VariantSpec,
+)
+
+
+def test_default_set_has_the_issue_variants_in_order():
+    assert list(DEFAULT_VARIANTS.specs) == [
+        "pytorch", "onnx", "O99", "dynamic-int8", "O99-dynamic-int8-arm64", "O99-dynamic-int8-avx2", "static-int8",
+    ]
+    arm64 = DEFAULT_VARIANTS.specs["O99-dynamic-int8-arm64"].step
+    assert arm64.operators == REFERENCE_OPERATORS and arm64.per_channel is False and arm64.isa == "arm64"
+
+
+def test_content_hash_is_stable_and_covers_the_whole_chain():
+    h = DEFAULT_VARIANTS.content_hash("O99-dynamic-int8-arm64")
+    assert h == DEFAULT_VARIANTS.content_hash("O99-dynamic-int8-arm64") and len(h) == 64
+    # A change upstream (the parent's level) changes the descendant's hash.
+    changed = dict(DEFAULT_VARIANTS.specs)
+    changed["O99"] = VariantSpec("O99", "onnx", Optimize(2))
+    assert VariantSet(changed).content_hash("O99-dynamic-int8-arm64") != h
+    # Renaming does not: the hash is of steps, not ids.
+    renamed = {"base": VariantSpec("base", None, Export()),
+               "q": VariantSpec("q", "base", Quantize("dynamic", "arm64", False))}
+    assert VariantSet(renamed).content_hash("q") == DEFAULT_VARIANTS.content_hash("dynamic-int8")
+
+
+def test_arm64_and_avx2_differ():
+    assert DEFAULT_VARIANTS.content_hash("O99-dynamic-int8-arm64") != DEFAULT_VARIANTS.content_hash(
+        "O99-dynamic-int8-avx2")
+
+
+def test_hardware_specific_follows_level_99_down_the_chain():
+    assert DEFAULT_VARIANTS.hardware_specific("O99")
+    assert DEFAULT_VARIANTS.hardware_specific("O99-dynamic-int8-avx2")
+    assert not DEFAULT_VARIANTS.hardware_specific("onnx")
+    assert not DEFAULT_VARIANTS.hardware_specific("static-int8")
+
+
+def test_select_by_name_and_glob_keeps_the_baseline_and_order():
+    assert DEFAULT_VARIANTS.select(["O99-*"]) == [BASELINE_ID, "O99-dynamic-int8-arm64", "O99-dynamic-int8-avx2"]
+    assert DEFAULT_VARIANTS.select(["static-int8", "onnx"]) == [BASELINE_ID, "onnx", "static-int8"]
+    assert DEFAULT_VARIANTS.select(None) == list(DEFAULT_VARIANTS.specs)
+
+
+def test_unknown_variant_names_the_known_ones():
+    with pytest.raises(ConfigError, match=r"unknown variant 'O3'.*O99-dynamic-int8-avx2"):
+        DEFAULT_VARIANTS.select(["O3"])
+
+
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        (lambda: Optimize(3), "level must be 0, 1, 2 or 99"),
+        (lambda: Quantize("dynamic", "sse4", False), "unknown ISA preset 'sse4'"),
+        (lambda: Quantize("static", "avx2", False), "calibration"),
+        (lambda: Quantize("dynamic", "avx2", False, calibration="minmax", calibration_samples=8), "no calibration"),
+        (lambda: Quantize("weird", "avx2", False), "mode"),
+        (lambda: VariantSpec("bad id", None, Export()), "without spaces"),
+        (lambda: VariantSpec("q", None, Quantize("dynamic", "avx2", False)), "needs a parent"),
+        (lambda: VariantSet({"q": VariantSpec("q", "missing", Optimize(1))}), "parent 'missing'"),
+    ],
+)
+def test_invalid_specs_say_what_is_wrong(make, match):
+    with pytest.raises(ConfigError, match=match):
+        make()
