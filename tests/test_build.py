@@ -3,7 +3,6 @@
 import numpy as np
 import onnx
 import pytest
-from tiny import sentences
 
 from ortgate import build as build_module
 from ortgate.build import Builder, build_key
@@ -13,6 +12,7 @@ from ortgate.graph import graph_summary
 from ortgate.models import load_model_source
 from ortgate.runtime import OnnxPredictor, TorchPredictor, predict_logits
 from ortgate.variants import DEFAULT_VARIANTS
+from tiny import sentences
 
 TEXTS, LABELS = sentences(40, seed=11)
 ONNX_VARIANTS = [v for v in DEFAULT_VARIANTS.specs if v != "pytorch"]
@@ -95,8 +95,11 @@ def test_key_covers_cpu_only_for_hardware_specific_graphs(source, monkeypatch):
 
 
 def test_key_covers_calibration_rows_only_for_static(source):
-    assert build_key(DEFAULT_VARIANTS, "static-int8", source, "a") != build_key(DEFAULT_VARIANTS, "static-int8", source, "b")
-    assert build_key(DEFAULT_VARIANTS, "dynamic-int8", source, "a") == build_key(DEFAULT_VARIANTS, "dynamic-int8", source, "b")
+    def key(variant, calibration):
+        return build_key(DEFAULT_VARIANTS, variant, source, calibration)
+
+    assert key("static-int8", "a") != key("static-int8", "b")
+    assert key("dynamic-int8", "a") == key("dynamic-int8", "b")
 
 
 def test_key_covers_library_versions(source, monkeypatch):

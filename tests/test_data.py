@@ -2,7 +2,6 @@ import json
 
 import numpy as np
 import pytest
-from tiny import write_dataset
 
 from ortgate.data import (
     combine_text,
@@ -15,6 +14,7 @@ from ortgate.data import (
     to_label_ids,
 )
 from ortgate.errors import ConfigError, DataError
+from tiny import write_dataset
 
 ID2LABEL = {0: "NEGATIVE", 1: "POSITIVE"}
 
@@ -92,7 +92,7 @@ def test_missing_file_column_and_bad_split_are_named(tmp_path, tiny_csv):
     with pytest.raises(DataError, match="dataset file .*nope.csv does not exist"):
         load_table(str(tmp_path / "nope.csv"), None)
     table = load_table(str(tiny_csv), None)
-    with pytest.raises(DataError, match=r"no text column 'review'.*columns are \['text', 'label'\].*--ortgate-text-column"):
+    with pytest.raises(DataError, match=r"no text column 'review'.*\['text', 'label'\].*--ortgate-text-column"):
         labeled_columns(table, ["review"], None, "reviews.csv")
     with pytest.raises(DataError, match=r"no label column 'stars'.*--ortgate-label-column"):
         labeled_columns(table, None, "stars", "reviews.csv")

@@ -30,7 +30,7 @@ def test_content_hash_is_stable_and_covers_the_whole_chain():
     assert VariantSet(changed).content_hash("O99-dynamic-int8-arm64") != h
     # Renaming does not: the hash is of steps, not ids.
     renamed = {"base": VariantSpec("base", None, Export()),
-               "q": VariantSpec("q", "base", Quantize("dynamic", "arm64", False))}
+               "q": VariantSpec("q", "base", Quantize("dynamic", "arm64", True))}
     assert VariantSet(renamed).content_hash("q") == DEFAULT_VARIANTS.content_hash("dynamic-int8")
 
 

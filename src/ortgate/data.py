@@ -75,7 +75,9 @@ def _label_key(value: object) -> str:
     return str(value).strip()
 
 
-def to_label_ids(values: Sequence[object], id2label: Mapping[int, str], label_map: Mapping[str, str] | None) -> np.ndarray:
+def to_label_ids(
+    values: Sequence[object], id2label: Mapping[int, str], label_map: Mapping[str, str] | None
+) -> np.ndarray:
     """Map dataset label values to the model's label ids, or say which values have no mapping."""
     label2id = {name: i for i, name in id2label.items()}
     if label_map is None:
@@ -114,7 +116,9 @@ def load_table(dataset: str, split: str | None):
     path = Path(dataset).expanduser()
     match = _SLICE.match(split or "")
     if split and not match:
-        raise DataError(f"invalid --ortgate-split {split!r}: write a split name with an optional slice, e.g. test[:3000]")
+        raise DataError(
+            f"invalid --ortgate-split {split!r}: write a split name with an optional slice, e.g. test[:3000]"
+        )
     name, slice_ = (match.group("name"), match.group("slice") or "") if match else ("", "")
     if path.is_dir():
         try:
@@ -226,7 +230,9 @@ def parse_ground_truth(text: str) -> tuple[list[str], list[str]]:
             _id, rating, snippet = line.split("\t", 2)
             score = float(rating)
         except ValueError:
-            raise DataError(f"VADER ground truth line {number} is not 'id<TAB>rating<TAB>text': {line[:60]!r}") from None
+            raise DataError(
+                f"VADER ground truth line {number} is not 'id<TAB>rating<TAB>text': {line[:60]!r}"
+            ) from None
         if score != 0:
             texts.append(snippet.strip())
             labels.append("POSITIVE" if score > 0 else "NEGATIVE")
