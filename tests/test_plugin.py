@@ -37,6 +37,8 @@ def test_suite_gates_benchmarks_summarizes_and_reuses_the_cache(suite, pytester)
     for key in ("accuracy", "f1", "precision", "recall", "samples_per_s", "speed_ratio", "size_mb", "latency_ms"):
         assert int8[key] > 0, key
     assert int8["graph"]["fused_operators"]["QAttention"] == 2 and doc["best"] in rows
+    [check] = doc["harness_checks"]
+    assert check["variant"] == "O99-dynamic-int8-arm64" and check["ratio"] >= 0.9
     assert "| O99-dynamic-int8-arm64 |" in (pytester.path / "ortgate-results" / "summary.md").read_text()
     bench = json.loads((pytester.path / "bench.json").read_text())
     infos = [b["extra_info"] for b in bench["benchmarks"] if b["extra_info"].get("mode") == "model-only"]

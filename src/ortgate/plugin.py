@@ -34,7 +34,6 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "ortgate: a test of the ortgate regression suite")
     cli = {name: config.getoption(f"ortgate_{name}") for name in OPTION_HELP}
     try:
         settings = resolve_settings(cli, read_pyproject(config.rootpath), config.rootpath)
@@ -67,10 +66,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     wanted = [name for name in ("ortgate_variant", "ortgate_candidate") if name in metafunc.fixturenames]
     if not wanted:
         return
-    try:
-        ids = _run_session(metafunc.config).selected_ids
-    except OrtgateError as exc:
-        raise pytest.UsageError(f"ortgate: {exc}") from None
+    ids = _run_session(metafunc.config).selected_ids  # validated in pytest_configure
     for name in wanted:
         params = ids if name == "ortgate_variant" else [i for i in ids if i != BASELINE_ID]
         # Session scope groups the tests of one variant together and builds it once.
@@ -117,7 +113,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
     try:
         doc = summary_document(session)
         json_path, md_path = write_results(doc, session.settings.results_dir)
-    except OrtgateError as exc:
+    except (OrtgateError, OSError) as exc:
         terminalreporter.write_line(f"ortgate: could not write the summary: {exc}")
         return
     terminalreporter.section("ortgate summary")

@@ -78,6 +78,9 @@ def summary_document(session: RunSession) -> dict:
                      "warmup_rounds": s.warmup_rounds, "speed_mode": SPEED_MODE},
         "baseline": BASELINE_ID,
         "best": best_variant(rows),
+        "harness_checks": [{"variant": c.variant_id, "harness_samples_per_s": c.harness.samples_per_s,
+                            "bare_samples_per_s": c.bare.samples_per_s, "ratio": c.ratio}
+                           for c in session.harness_checks],
         "variants": rows,
     }
 
@@ -126,6 +129,9 @@ def render_markdown(doc: dict) -> str:
         f"{doc['settings']['bench_rounds']} rounds × {doc['settings']['bench_samples']} texts; ratios vs "
         f"`{doc['baseline']}` in the same run",
         f"- best variant for this machine (fastest end to end within tolerance): **{doc['best'] or 'n/a'}**",
+        *(f"- harness check: {c['variant']} model-only through ortgate {c['harness_samples_per_s']:.1f} samples/s "
+          f"vs a bare InferenceSession.run loop {c['bare_samples_per_s']:.1f} (ratio {c['ratio']:.3f})"
+          for c in doc.get("harness_checks", [])),
         "",
         "| " + " | ".join(h for h, _, _ in COLUMNS) + " |",
         "|" + "|".join("---" for _ in COLUMNS) + "|",

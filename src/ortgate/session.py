@@ -56,6 +56,7 @@ class RunSession:
     variants: VariantSet = DEFAULT_VARIANTS
     evaluations: dict[str, Evaluation] = field(default_factory=dict)
     speeds: dict[tuple[str, str], Speed] = field(default_factory=dict)
+    harness_checks: list[HarnessCheck] = field(default_factory=list)
     _predictors: dict[str, Predictor] = field(default_factory=dict)
 
     @cached_property
@@ -164,7 +165,10 @@ class RunSession:
         bare = self.bare_onnxruntime(variant_id)
         harness_times, bare_times = interleaved_round_times(harness, bare, rounds, self.settings.warmup_rounds)
         n = len(self.bench_texts)
-        return HarnessCheck(variant_id, speed_from_round_times(harness_times, n), speed_from_round_times(bare_times, n))
+        check = HarnessCheck(variant_id, speed_from_round_times(harness_times, n),
+                             speed_from_round_times(bare_times, n))
+        self.harness_checks.append(check)
+        return check
 
 
 @dataclass(frozen=True)

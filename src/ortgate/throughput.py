@@ -6,6 +6,7 @@ timing, and the loop body is the predictor call itself, so the harness adds no m
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -78,16 +79,24 @@ def measure_with_benchmark(benchmark, fn: Callable[[], None], samples: int, roun
     return speed
 
 
-def interleaved_round_times(a: Callable[[], None], b: Callable[[], None], rounds: int, warmup: int = 1
-                            ) -> tuple[list[float], list[float]]:
-    """Alternate a and b round by round, so machine drift hits both alike."""
-    for _ in range(warmup):
+def interleaved_round_times(a: Callable[[], None], b: Callable[[], None], rounds: int, warmup: int = 1,
+                            min_round_seconds: float = 0.2) -> tuple[list[float], list[float]]:
+    """Alternate a and b round by round (ABBA order), so machine drift hits both alike.
+
+    Each round calls its function enough times to last `min_round_seconds`, so that timer resolution
+    and the cost of waking a thread pool do not dominate a small workload; times are per call.
+    """
+    for _ in range(max(warmup, 1)):
+        started = time.perf_counter()
         a()
         b()
+        pair = time.perf_counter() - started
+    calls = max(1, math.ceil(min_round_seconds / max(pair / 2, 1e-9)))
     times_a, times_b = [], []
     for i in range(rounds):
         for fn, times in ((a, times_a), (b, times_b)) if i % 2 == 0 else ((b, times_b), (a, times_a)):
             started = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - started)
+            for _ in range(calls):
+                fn()
+            times.append((time.perf_counter() - started) / calls)
     return times_a, times_b

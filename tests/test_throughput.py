@@ -1,0 +1,47 @@
+import pytest
+
+from ortgate.throughput import interleaved_round_times, speed_from_round_times, workload
+
+
+def test_speed_from_round_times_uses_the_median_round():
+    speed = speed_from_round_times([0.1, 0.2, 0.9], 10)
+    assert speed.samples_per_s == pytest.approx(50.0)
+    assert speed.mean_samples_per_s == pytest.approx(10 / 0.4)
+    assert speed.latency_ms == pytest.approx(20.0)
+    assert (speed.rounds, speed.samples_per_round) == (3, 10)
+    with pytest.raises(ValueError):
+        speed_from_round_times([], 10)
+
+
+def test_interleaving_alternates_abba_and_returns_one_time_per_round():
+    calls = []
+    a, b = (lambda: calls.append("a")), (lambda: calls.append("b"))
+    times_a, times_b = interleaved_round_times(a, b, rounds=4, warmup=1, min_round_seconds=0)
+    assert len(times_a) == len(times_b) == 4
+    assert "".join(calls) == "ab" + "ab" + "ba" + "ab" + "ba"  # warm-up, then ABBA-style rounds
+
+
+def test_workloads_call_the_predictor_once_per_text():
+    class Recorder:
+        def __init__(self):
+            self.encoded, self.ran = 0, 0
+
+        def encode(self, texts):
+            self.encoded += 1
+            return {"n": len(texts)}
+
+        def run(self, features):
+            import numpy as np
+
+            self.ran += 1
+            return np.zeros((features["n"], 2))
+
+    predictor = Recorder()
+    workload(predictor, ["x", "y", "z"], "end-to-end")()
+    assert (predictor.encoded, predictor.ran) == (3, 3)
+    run = workload(predictor, ["x", "y"], "model-only")  # tokenizes up front, outside the timed call
+    assert predictor.encoded == 5
+    run()
+    assert (predictor.encoded, predictor.ran) == (5, 5)
+    with pytest.raises(ValueError, match="unknown throughput mode"):
+        workload(predictor, ["x"], "batched")
