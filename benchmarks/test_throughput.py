@@ -9,8 +9,8 @@ from ortgate.throughput import MODES, measure_with_benchmark
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_throughput(benchmark, ortgate, ortgate_variant, mode):
-    ortgate.benchmark(benchmark, ortgate_variant, mode)
+def test_throughput(benchmark, ortgate, ortgate_variant, mode, ortgate_repeat):
+    ortgate.benchmark(benchmark, ortgate_variant, mode, ortgate_repeat)
 
 
 def _int8_variant(ortgate):

@@ -7,6 +7,8 @@ def test_cpu_prints_the_fingerprint(capsys):
     assert main(["cpu"]) == 0
     fp = json.loads(capsys.readouterr().out)
     assert fp["arch"] and isinstance(fp["flags"], list) and len(fp["id"]) == 12
+    assert fp["suggested_preset"] in ("arm64", "avx2", "avx512", "avx512_vnni") and fp["why"]
+    assert fp["onnxruntime"] and "CPUExecutionProvider" in fp["providers"]
 
 
 def test_summary_of_a_missing_file_is_a_clear_error(tmp_path, capsys):

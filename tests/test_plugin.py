@@ -64,6 +64,33 @@ def test_saved_benchmarks_compare_and_gate(suite):
     assert "Performance has regressed" in failing.stdout.str() + failing.stderr.str()
 
 
+def test_a_baseline_from_another_cpu_is_refused_unless_asked(suite, pytester):
+    args = ["test_throughput.py::test_throughput", "--ortgate-variants=onnx", "--benchmark-storage=file://./bstore"]
+    suite(*args, "--benchmark-autosave").assert_outcomes(passed=4)
+    [saved] = (pytester.path / "bstore").rglob("*.json")
+    doc = json.loads(saved.read_text())
+    assert doc["machine_info"]["ortgate_cpu_id"]  # the fingerprint travels with the saved run
+    doc["machine_info"]["ortgate_cpu_id"] = "fabricated01"
+    doc["machine_info"]["ortgate_cpu"]["model_name"] = "Intel i7-8700 (fabricated)"
+    saved.write_text(json.dumps(doc))
+    refused = suite(*args, "--benchmark-compare")
+    assert refused.ret == pytest.ExitCode.USAGE_ERROR
+    refused.stderr.fnmatch_lines(["*measured on another CPU (Intel i7-8700 (fabricated)*--ortgate-cross-machine*"])
+    suite(*args, "--benchmark-compare", "--ortgate-cross-machine").assert_outcomes(passed=4)
+
+
+def test_repeat_runs_the_whole_matrix_per_repeat_and_reports_the_distribution(suite, pytester):
+    result = suite("test_throughput.py::test_throughput", "--ortgate-variants=onnx", "--ortgate-repeat=3", "-v")
+    result.assert_outcomes(passed=12)
+    ids = [line.split("[")[1].split("]")[0] for line in result.stdout.lines
+           if "::test_throughput[" in line and "PASSED" in line]
+    assert [i.split("-")[0] for i in ids] == ["r1"] * 4 + ["r2"] * 4 + ["r3"] * 4
+    doc = json.loads((pytester.path / "ortgate-results" / "summary.json").read_text())
+    dist = {r["variant"]: r["samples_per_s_repeats"] for r in doc["variants"]}
+    assert dist["onnx"]["count"] == 3 and dist["onnx"]["min"] <= dist["onnx"]["median"] <= dist["onnx"]["max"]
+    assert "over 3 repeats of the whole matrix" in (pytester.path / "ortgate-results" / "summary.md").read_text()
+
+
 def test_pyproject_settings_apply_and_command_line_wins(suite, pytester):
     pytester.makepyprojecttoml('[tool.ortgate]\nvariants = ["dynamic-int8"]\ntolerance = "0.5pp"\n')
     result = suite("-k", "accuracy")

@@ -15,7 +15,8 @@ from ortgate.variants import (
 
 def test_default_set_has_the_issue_variants_in_order():
     assert list(DEFAULT_VARIANTS.specs) == [
-        "pytorch", "onnx", "O99", "dynamic-int8", "O99-dynamic-int8-arm64", "O99-dynamic-int8-avx2", "static-int8",
+        "pytorch", "onnx", "O99", "dynamic-int8", "O99-dynamic-int8-arm64", "O99-dynamic-int8-avx2",
+        "O99-dynamic-int8-avx512", "O99-dynamic-int8-avx512_vnni", "static-int8",
     ]
     arm64 = DEFAULT_VARIANTS.specs["O99-dynamic-int8-arm64"].step
     assert arm64.operators == REFERENCE_OPERATORS and arm64.per_channel is False and arm64.isa == "arm64"
@@ -47,7 +48,8 @@ def test_hardware_specific_follows_level_99_down_the_chain():
 
 
 def test_select_by_name_and_glob_keeps_the_baseline_and_order():
-    assert DEFAULT_VARIANTS.select(["O99-*"]) == [BASELINE_ID, "O99-dynamic-int8-arm64", "O99-dynamic-int8-avx2"]
+    assert DEFAULT_VARIANTS.select(["O99-*-avx*"]) == [
+        BASELINE_ID, "O99-dynamic-int8-avx2", "O99-dynamic-int8-avx512", "O99-dynamic-int8-avx512_vnni"]
     assert DEFAULT_VARIANTS.select(["static-int8", "onnx"]) == [BASELINE_ID, "onnx", "static-int8"]
     assert DEFAULT_VARIANTS.select(None) == list(DEFAULT_VARIANTS.specs)
 

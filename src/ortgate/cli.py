@@ -23,16 +23,26 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("cpu", help="print this machine's CPU fingerprint as JSON")
     summary = commands.add_parser("summary", help="print a summary.json written by a run as a table")
     summary.add_argument("path", type=Path)
+    report = commands.add_parser("report", help="cross-machine report (Markdown, HTML, PNG) from summary.json files")
+    report.add_argument("results", type=Path, nargs="+", help="summary.json files, one or more per machine")
+    report.add_argument("--out", type=Path, default=Path("ortgate-report"), help="output folder")
     args = parser.parse_args(argv)
     try:
         if args.command == "prepare":
             from ortgate.default_model import ensure_default_model
 
             print(ensure_default_model(_cache_dir(args.cache_dir), log=print))
-        elif args.command == "cpu":
-            from ortgate.isa import cpu_fingerprint, fingerprint_id
+        elif args.command == "report":
+            from ortgate.crossmachine import write_report
 
-            print(json.dumps({**cpu_fingerprint(), "id": fingerprint_id()}, indent=2))
+            for kind, path in write_report(args.results, args.out).items():
+                print(f"{kind}: {path}")
+        elif args.command == "cpu":
+            from ortgate.isa import machine_fingerprint, suggest_preset
+
+            preset, reason = suggest_preset()
+            print(json.dumps({**machine_fingerprint(), "suggested_preset": preset, "why": reason}, indent=2))
+            print("(a suggestion only: the suite measures every preset on this machine)", file=sys.stderr)
         else:
             from ortgate.report import render_terminal
 

@@ -34,6 +34,8 @@ DEFAULTS: dict[str, object] = {
     "bench_samples": 128,
     "bench_rounds": 5,
     "warmup_rounds": 1,
+    "repeat": 1,
+    "cross_machine": False,
 }
 
 OPTION_HELP: dict[str, str] = {
@@ -56,9 +58,12 @@ OPTION_HELP: dict[str, str] = {
     "bench_samples": "texts per benchmark round (default 128)",
     "bench_rounds": "benchmark rounds per variant (default 5)",
     "warmup_rounds": "untimed warm-up rounds before each benchmark (default 1)",
+    "repeat": "measure every variant's throughput N times, the whole matrix per repeat (default 1)",
+    "cross_machine": "allow --benchmark-compare against a run saved on a CPU with another fingerprint",
 }
+FLAGS = ("cross_machine",)  # on/off options: --ortgate-cross-machine
 
-_POSITIVE_INTS = ("max_length", "limit", "threads", "eval_batch_size", "bench_samples", "bench_rounds")
+_POSITIVE_INTS = ("max_length", "limit", "threads", "eval_batch_size", "bench_samples", "bench_rounds", "repeat")
 
 
 @dataclass(frozen=True)
@@ -80,6 +85,8 @@ class Settings:
     bench_samples: int = 128
     bench_rounds: int = 5
     warmup_rounds: int = 1
+    repeat: int = 1
+    cross_machine: bool = False
 
 
 def _as_list(value: object, name: str) -> tuple[str, ...] | None:
@@ -102,6 +109,12 @@ def _as_int(value: object, name: str, minimum: int) -> int | None:
     if number < minimum:
         raise ConfigError(f"ortgate setting {name!r} must be >= {minimum}, got {number}")
     return number
+
+
+def _as_bool(value: object, name: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    raise ConfigError(f"ortgate setting {name!r} must be true or false, got {value!r}")
 
 
 def read_pyproject(rootdir: Path) -> dict:
@@ -144,4 +157,6 @@ def resolve_settings(cli: Mapping[str, object], pyproject: Mapping[str, object],
         bench_samples=ints["bench_samples"],
         bench_rounds=ints["bench_rounds"],
         warmup_rounds=warmup,
+        repeat=ints["repeat"],
+        cross_machine=_as_bool(raw["cross_machine"], "cross_machine"),
     )

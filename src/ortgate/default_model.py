@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
 import shutil
 import time
@@ -116,7 +117,8 @@ def _train(model_dir: Path, out: Path, texts: list[str], labels: list[int], reci
     )
     started = time.perf_counter()
     model.train()
-    bar = tqdm(total=total, desc="fine-tuning default model", unit="step", leave=False, mininterval=2.0)
+    bar = tqdm(total=total, desc="fine-tuning default model", unit="step", leave=False,
+               mininterval=2.0 if os.isatty(2) else 30.0)
     for epoch in range(recipe.epochs):
         rows = list(range(len(order)))
         rng.shuffle(rows)

@@ -38,8 +38,8 @@ def cpu_fingerprint() -> dict:
     """Architecture, vendor, model, logical cores and int8-relevant flags of this machine."""
     proc = Path("/proc/cpuinfo")
     if proc.is_file():
-        info = _from_proc(proc.read_text(errors="replace"))
-    else:
+        info = {**_from_proc(proc.read_text(errors="replace")), "source": "/proc/cpuinfo"}
+    else:  # macOS, Windows: no /proc; py-cpuinfo asks sysctl or the registry
         import cpuinfo
 
         raw = cpuinfo.get_cpu_info()
@@ -47,12 +47,44 @@ def cpu_fingerprint() -> dict:
             "vendor": raw.get("vendor_id_raw", ""),
             "model_name": raw.get("brand_raw", ""),
             "flags": sorted(f for f in INT8_FLAGS if f in set(raw.get("flags", []))),
+            "source": "py-cpuinfo",
         }
     return {"arch": platform.machine(), **info, "logical_cores": os.cpu_count()}
 
 
+def machine_fingerprint() -> dict:
+    """The CPU fingerprint plus the ONNX Runtime build that runs on it (informational: a library
+    upgrade is not another machine, so only the CPU part identifies the machine)."""
+    import onnxruntime
+
+    return {**cpu_fingerprint(), "id": fingerprint_id(), "onnxruntime": onnxruntime.__version__,
+            "providers": onnxruntime.get_available_providers()}
+
+
+def suggest_preset(fp: dict | None = None) -> tuple[str, str]:
+    """The quantization preset ONNX Runtime's and Optimum's guidance points to, and why.
+
+    Only a suggestion: the suite measures every preset, since the obvious choice is not always the
+    fastest (the reference saw arm64's preset beat avx2's by 30% on an AVX2-only Intel CPU).
+    """
+    fp = fp or cpu_fingerprint()
+    flags, arch = set(fp.get("flags", [])), str(fp.get("arch", "")).lower()
+    if arch in ("aarch64", "arm64") or "asimddp" in flags:
+        extra = " with dot-product (asimddp)" if "asimddp" in flags else ""
+        return "arm64", f"an ARM64 CPU{extra}: u8 activations × s8 weights is the fast int8 path there"
+    if flags & {"avx512_vnni", "avx_vnni", "amx_int8"}:
+        which = ", ".join(sorted(flags & {"avx512_vnni", "avx_vnni", "amx_int8"}))
+        return "avx512_vnni", (f"VNNI int8 dot products ({which}): u8 × s8 multiply-adds without "
+                               "intermediate saturation")
+    if {"avx512f", "avx512bw"} <= flags:
+        return "avx512", ("AVX-512 without VNNI: u8 × s8 through VPMADDUBSW can saturate; if accuracy drops, "
+                          "try reduce_range")
+    if "avx2" in flags:
+        return "avx2", "AVX2 without VNNI: VPMADDUBSW can saturate with s8 weights; the avx2 preset uses u8 weights"
+    return "arm64", "no int8-relevant x86 flags found; the generic u8 × s8 preset"
+
+
 def fingerprint_id(fp: dict | None = None) -> str:
-    """A short stable digest of the fingerprint (core count excluded: same chip, same graph)."""
-    fp = dict(fp or cpu_fingerprint())
-    fp.pop("logical_cores", None)
+    """A short stable digest of the hardware (core count and how it was read excluded: same chip, same graph)."""
+    fp = {k: v for k, v in (fp or cpu_fingerprint()).items() if k in ("arch", "vendor", "model_name", "flags")}
     return hashlib.sha256(json.dumps(fp, sort_keys=True).encode()).hexdigest()[:12]

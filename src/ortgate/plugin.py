@@ -11,9 +11,9 @@ import sys
 
 import pytest
 
-from ortgate.config import OPTION_HELP, Settings, read_pyproject, resolve_settings
+from ortgate.config import FLAGS, OPTION_HELP, Settings, read_pyproject, resolve_settings
 from ortgate.errors import OrtgateError
-from ortgate.isa import cpu_fingerprint, fingerprint_id
+from ortgate.isa import fingerprint_id, machine_fingerprint
 from ortgate.report import render_terminal, summary_document, write_results
 from ortgate.session import RunSession
 from ortgate.variants import BASELINE_ID, DEFAULT_VARIANTS
@@ -29,6 +29,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         flag = "--ortgate-" + name.replace("_", "-")
         if name in _MULTI:
             group.addoption(flag, action="append", dest=f"ortgate_{name}", default=None, help=help_text)
+        elif name in FLAGS:
+            group.addoption(flag, action="store_const", const=True, dest=f"ortgate_{name}", default=None,
+                            help=help_text)
         else:
             group.addoption(flag, action="store", dest=f"ortgate_{name}", default=None, help=help_text)
 
@@ -67,10 +70,30 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if not wanted:
         return
     ids = _run_session(metafunc.config).selected_ids  # validated in pytest_configure
+    repeat = metafunc.config.stash[SETTINGS_KEY].repeat
+    if "ortgate_repeat" in metafunc.fixturenames and repeat > 1:
+        metafunc.parametrize("ortgate_repeat", range(1, repeat + 1), ids=[f"r{i}" for i in range(1, repeat + 1)])
     for name in wanted:
         params = ids if name == "ortgate_variant" else [i for i in ids if i != BASELINE_ID]
         # Session scope groups the tests of one variant together and builds it once.
         metafunc.parametrize(name, params, ids=params, indirect=True, scope="session")
+
+
+@pytest.hookimpl(trylast=True)  # after pytest's own fixture-based reordering
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # --ortgate-repeat: run the whole matrix once per repeat (r1 of every variant, then r2, ...) rather
+    # than one variant's repeats back to back, so drift on a noisy machine spreads over all variants.
+    def repeat_of(item: pytest.Item) -> int:
+        callspec = getattr(item, "callspec", None)
+        return callspec.params.get("ortgate_repeat", 0) if callspec else 0
+
+    items.sort(key=repeat_of)
+
+
+@pytest.fixture
+def ortgate_repeat() -> int:
+    """Which repeat of the throughput matrix this is (1 unless --ortgate-repeat N > 1 parametrizes it)."""
+    return 1
 
 
 @pytest.fixture(scope="session")
@@ -102,8 +125,25 @@ def ortgate_candidate(request: pytest.FixtureRequest, ortgate: RunSession) -> st
 
 def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: dict) -> None:
     # Saved baselines carry the CPU fingerprint, so a comparison can tell which machine made them.
-    machine_info["ortgate_cpu"] = cpu_fingerprint()
+    machine_info["ortgate_cpu"] = machine_fingerprint()
     machine_info["ortgate_cpu_id"] = fingerprint_id()
+
+
+def pytest_benchmark_compare_machine_info(config: pytest.Config, benchmarksession, machine_info: dict,
+                                          compared_benchmark: dict) -> None:
+    """Refuse to compare with a run saved on another CPU, unless asked to (--ortgate-cross-machine)."""
+    saved = compared_benchmark.get("machine_info", {})
+    saved_id, current_id = saved.get("ortgate_cpu_id"), machine_info.get("ortgate_cpu_id")
+    if saved_id is None or saved_id == current_id or config.stash[SETTINGS_KEY].cross_machine:
+        return
+    cpu = saved.get("ortgate_cpu", {})
+    raise pytest.UsageError(
+        f"ortgate: the saved benchmark run was measured on another CPU ({cpu.get('model_name')}, flags "
+        f"{', '.join(cpu.get('flags', [])) or 'none'}; fingerprint {saved_id}) than this one "
+        f"({machine_info['ortgate_cpu'].get('model_name')}, fingerprint {current_id}): its speeds are not "
+        "a baseline for this machine. Compare with a run from this machine, or pass --ortgate-cross-machine "
+        "to compare anyway."
+    )
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:

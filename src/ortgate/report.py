@@ -9,27 +9,29 @@ import time
 from pathlib import Path
 
 from ortgate.build import library_versions
-from ortgate.isa import cpu_fingerprint
+from ortgate.isa import machine_fingerprint
 from ortgate.session import RunSession
-from ortgate.variants import BASELINE_ID
+from ortgate.variants import BASELINE_ID, Quantize
 
 SPEED_MODE = "end-to-end"  # the reference measured pipelines, tokenization included
 
 
 def summary_rows(session: RunSession) -> list[dict]:
     base_eval = session.evaluations.get(BASELINE_ID)
-    base_speed = session.speeds.get((BASELINE_ID, SPEED_MODE))
-    base_model_only = session.speeds.get((BASELINE_ID, "model-only"))
+    base_speed = session.speed(BASELINE_ID, SPEED_MODE)
+    base_model_only = session.speed(BASELINE_ID, "model-only")
     rows = []
     for vid in session.selected_ids:
         evaluation = session.evaluations.get(vid)
-        speed = session.speeds.get((vid, SPEED_MODE))
-        model_only = session.speeds.get((vid, "model-only"))
+        speed = session.speed(vid, SPEED_MODE)
+        model_only = session.speed(vid, "model-only")
         if evaluation is None and speed is None and model_only is None:
             continue
         built = session.built(vid)  # already built: it was evaluated or timed
         graph = session.graph(vid) if built else None
-        row: dict = {"variant": vid, "description": session.variants.specs[vid].description}
+        step = session.variants.specs[vid].step
+        row: dict = {"variant": vid, "description": session.variants.specs[vid].description,
+                     "isa": step.isa if isinstance(step, Quantize) else None}
         if evaluation:
             row.update(evaluation.metrics.as_dict())
             if base_eval:
@@ -43,6 +45,8 @@ def summary_rows(session: RunSession) -> list[dict]:
             if base_speed:
                 row["speed_ratio"] = speed.samples_per_s / base_speed.samples_per_s
                 row["speed_delta_pct"] = (row["speed_ratio"] - 1) * 100
+        if session.settings.repeat > 1 and speed:
+            row["samples_per_s_repeats"] = session.speed_distribution(vid, SPEED_MODE)
         if model_only:
             row["model_only_samples_per_s"] = model_only.samples_per_s
             if base_model_only:
@@ -68,14 +72,14 @@ def summary_document(session: RunSession) -> dict:
     s = session.settings
     return {
         "generated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "machine": cpu_fingerprint(),
+        "machine": machine_fingerprint(),
         "versions": library_versions(),
         "model": {"source": session.model.description, "path": str(session.model.path),
                   "fingerprint": session.model.fingerprint},
         "data": session.data.source,
         "settings": {"threads": s.threads, "max_length": s.max_length, "eval_batch_size": s.eval_batch_size,
                      "bench_samples": s.bench_samples, "bench_rounds": s.bench_rounds,
-                     "warmup_rounds": s.warmup_rounds, "speed_mode": SPEED_MODE},
+                     "warmup_rounds": s.warmup_rounds, "repeat": s.repeat, "speed_mode": SPEED_MODE},
         "baseline": BASELINE_ID,
         "best": best_variant(rows),
         "harness_checks": [{"variant": c.variant_id, "harness_samples_per_s": c.harness.samples_per_s,
@@ -137,6 +141,14 @@ def render_markdown(doc: dict) -> str:
         "|" + "|".join("---" for _ in COLUMNS) + "|",
     ]
     lines += ["| " + " | ".join(_cells(row)) + " |" for row in doc["variants"]]
+    repeated = [r for r in doc["variants"] if r.get("samples_per_s_repeats")]
+    if repeated:
+        keys = ("count", "mean", "std", "min", "q1", "median", "q3", "max")
+        lines += ["", f"## End-to-end samples/s over {doc['settings']['repeat']} repeats of the whole matrix", "",
+                  "| variant | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
+        for r in repeated:
+            d = r["samples_per_s_repeats"]
+            lines.append(f"| {r['variant']} | {d['count']} | " + " | ".join(f"{d[k]:.1f}" for k in keys[1:]) + " |")
     return "\n".join(lines) + "\n"
 
 

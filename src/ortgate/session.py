@@ -8,6 +8,7 @@ Knows nothing about pytest; `plugin.py` drives it.
 from __future__ import annotations
 
 import contextlib
+import statistics
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -26,6 +27,7 @@ from ortgate.graph import graph_summary
 from ortgate.metrics import Metrics, classification_metrics, differing_predictions
 from ortgate.models import ModelSource, load_model_source
 from ortgate.runtime import OnnxPredictor, Predictor, TorchPredictor, predict_logits
+from ortgate.stats import distribution
 from ortgate.throughput import (
     Speed,
     bare_onnxruntime_workload,
@@ -55,7 +57,7 @@ class RunSession:
     progress_scope: Callable[[], AbstractContextManager] = contextlib.nullcontext
     variants: VariantSet = DEFAULT_VARIANTS
     evaluations: dict[str, Evaluation] = field(default_factory=dict)
-    speeds: dict[tuple[str, str], Speed] = field(default_factory=dict)
+    speeds: dict[tuple[str, str], list[Speed]] = field(default_factory=dict)  # one Speed per repeat
     harness_checks: list[HarnessCheck] = field(default_factory=list)
     _predictors: dict[str, Predictor] = field(default_factory=dict)
 
@@ -138,17 +140,31 @@ class RunSession:
 
     # ------------------------------------------------------------ speed
 
-    def benchmark(self, benchmark, variant_id: str, mode: str) -> Speed | None:
+    def benchmark(self, benchmark, variant_id: str, mode: str, repeat: int = 1) -> Speed | None:
         """Time `variant_id` with the pytest-benchmark fixture; record and return its speed."""
         s = self.settings
         benchmark.group = f"throughput {mode}"
-        benchmark.extra_info.update({"variant": variant_id, "mode": mode, "threads": s.threads,
+        benchmark.extra_info.update({"variant": variant_id, "mode": mode, "threads": s.threads, "repeat": repeat,
                                      "batch_size": 1, "samples_per_round": len(self.bench_texts)})
         fn = workload(self.predictor(variant_id), self.bench_texts, mode)
         speed = measure_with_benchmark(benchmark, fn, len(self.bench_texts), s.bench_rounds, s.warmup_rounds)
         if speed is not None:
-            self.speeds[(variant_id, mode)] = speed
+            self.speeds.setdefault((variant_id, mode), []).append(speed)
         return speed
+
+    def speed(self, variant_id: str, mode: str) -> Speed | None:
+        """The variant's speed over all repeats: the median repeat's samples/s and latency."""
+        runs = self.speeds.get((variant_id, mode))
+        if not runs:
+            return None
+        ordered = sorted(runs, key=lambda r: r.samples_per_s)
+        middle = ordered[(len(ordered) - 1) // 2]
+        return Speed(middle.samples_per_s, statistics.fmean(r.mean_samples_per_s for r in runs), middle.latency_ms,
+                     sum(r.rounds for r in runs), middle.samples_per_round)
+
+    def speed_distribution(self, variant_id: str, mode: str) -> dict | None:
+        runs = self.speeds.get((variant_id, mode))
+        return distribution([r.samples_per_s for r in runs]) if runs else None
 
     def first_int8_variant(self) -> str | None:
         quantized = [v for v in self.selected_ids if isinstance(self.variants.specs[v].step, Quantize)]

@@ -161,11 +161,14 @@ DEFAULT_VARIANTS = VariantSet(
                 _reference_dynamic("arm64"),
                 "level 99, then dynamic int8, arm64 preset, reference operators",
             ),
-            VariantSpec(
-                "O99-dynamic-int8-avx2",
-                "O99",
-                _reference_dynamic("avx2"),
-                "level 99, then dynamic int8, avx2 preset, reference operators",
+            *(
+                VariantSpec(
+                    f"O99-dynamic-int8-{isa}",
+                    "O99",
+                    _reference_dynamic(isa),
+                    f"level 99, then dynamic int8, {isa} preset, reference operators",
+                )
+                for isa in ("avx2", "avx512", "avx512_vnni")
             ),
             VariantSpec(
                 "static-int8",
