@@ -34,3 +34,10 @@ def test_harness_does_not_distort_speed(ortgate):
     """Model-only samples/s through ortgate stays within 10% of the bare loop (same run, interleaved)."""
     check = ortgate.harness_overhead(_int8_variant(ortgate))
     assert check.ratio >= 0.90, check.message
+
+
+def test_speed_ratio_above_floor(ortgate, ortgate_candidate):
+    """Same-run speed ratio to the baseline (or the parent), interleaved rounds, bootstrap interval;
+    fails only when the whole interval lies below the variant's floor (--ortgate-speed-floor)."""
+    check = ortgate.speed_check(ortgate_candidate)
+    assert check.passed, check.message

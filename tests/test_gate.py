@@ -3,7 +3,16 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ortgate.errors import ConfigError
-from ortgate.gate import GateResult, Tolerance, parse_tolerance, parse_tolerance_table
+from ortgate.gate import (
+    GateResult,
+    SpeedCheck,
+    SpeedFloor,
+    Tolerance,
+    parse_speed_floors,
+    parse_tolerance,
+    parse_tolerance_table,
+    speed_floor_for,
+)
 
 
 def result(baseline, value, tolerance, differing=3, total=100):
@@ -77,3 +86,45 @@ def test_passes_exactly_when_the_drop_is_within_the_allowed_drop(base, value, to
         assert r.passed
     elif base - value > allowed + 1e-9:
         assert not r.passed
+
+
+def test_noninferiority_judges_the_upper_bound_of_the_drop():
+    # Point estimate: a 0.5pp drop, within 1pp. Interval [-1.4, +0.4]pp: the drop may be 1.4pp.
+    point = GateResult("accuracy", "int8", "pytorch", 0.80, 0.795, Tolerance(1.0), 40, 3000,
+                       interval=(-0.014, 0.004))
+    strict = GateResult("accuracy", "int8", "pytorch", 0.80, 0.795, Tolerance(1.0), 40, 3000,
+                        mode="noninferiority", interval=(-0.014, 0.004), mcnemar_p=0.21, mcnemar_mid_p=0.18)
+    assert point.passed and not strict.passed
+    assert "may be up to 1.40pp at 95% confidence" in strict.message
+    assert "95% interval of the difference [-1.40, +0.40]pp" in strict.message
+    assert "McNemar exact p=0.21 (mid-p 0.18)" in strict.message
+    tight = GateResult("accuracy", "int8", "pytorch", 0.80, 0.795, Tolerance(1.0), 40, 3000,
+                       mode="noninferiority", interval=(-0.009, 0.001))
+    assert tight.passed
+
+
+def test_gate_mode_is_checked():
+    with pytest.raises(ConfigError, match="gate mode"):
+        GateResult("accuracy", "x", "b", 0.8, 0.8, Tolerance(1.0), 0, 10, mode="strict")
+
+
+def test_speed_floors_parse_and_match():
+    floors = parse_speed_floors("dynamic-int8=1.2:parent, *int8*=2x")
+    assert speed_floor_for(floors, "dynamic-int8") == SpeedFloor(1.2, "parent")
+    assert speed_floor_for(floors, "O99-dynamic-int8-avx2") == SpeedFloor(2.0, "baseline")
+    assert speed_floor_for(floors, "onnx") is None
+    assert parse_speed_floors({"*int8*": "1.5:parent"}) == (("*int8*", SpeedFloor(1.5, "parent")),)
+    for bad, match in (("x=fast", "must be a number"), ("x=1.2:grandparent", "reference"), ("x", "VARIANT_GLOB"),
+                       ("x=-1", "ratio > 0")):
+        with pytest.raises(ConfigError, match=match):
+            parse_speed_floors(bad)
+
+
+def test_a_floor_fails_only_when_the_whole_interval_is_below_it():
+    def check(low, high):
+        return SpeedCheck("int8", "onnx", (low + high) / 2, (low, high), 0.95, 10, SpeedFloor(1.2, "parent"))
+
+    assert check(1.1, 1.3).passed  # straddles the floor: noise, not a failure
+    assert not check(1.0, 1.15).passed
+    assert "whole interval lies below the floor" in check(1.0, 1.15).message
+    assert SpeedCheck("x", "pytorch", 3.0, (2.8, 3.2), 0.95, 10, None).passed

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from ortgate.metrics import classification_metrics, differing_predictions
+from ortgate.metrics import classification_metrics
 
 
 def test_binary_metrics_of_the_positive_class():
@@ -18,7 +18,16 @@ def test_multiclass_uses_macro_average():
     assert m.average == "macro" and m.accuracy == 0.75
 
 
-def test_differing_predictions_and_bad_input():
-    assert differing_predictions(np.array([1, 0, 1]), np.array([1, 1, 0])) == 2
+def test_bad_input():
     with pytest.raises(ValueError, match="no rows"):
         classification_metrics(np.array([]), np.array([]), 2)
+
+
+@pytest.mark.parametrize("num_labels", [2, 3])
+def test_fast_f1_matches_scikit_learn(num_labels):
+    from ortgate.metrics import f1_score_fast
+
+    rng = np.random.default_rng(0)
+    labels, preds = rng.integers(0, num_labels, 500), rng.integers(0, num_labels, 500)
+    assert f1_score_fast(labels, preds, num_labels) == pytest.approx(
+        classification_metrics(labels, preds, num_labels).f1)

@@ -25,9 +25,10 @@ def suite(pytester, tiny_model, tiny_csv, tmp_path_factory):
 
 
 def test_suite_gates_benchmarks_summarizes_and_reuses_the_cache(suite, pytester):
-    first = suite("--ortgate-variants=onnx,O99-dynamic-int8-arm64", "--benchmark-json=bench.json",
+    first = suite("--ortgate-variants=onnx,O99-dynamic-int8-arm64", "--benchmark-json=out/bench.json",
                   "--ortgate-label-map=negative=NEGATIVE,positive=POSITIVE")
-    first.assert_outcomes(passed=4 + 6 + 2)  # 2 gates × 2 variants, 2 modes × 3 variants, bare loop + harness
+    # 2 gates × 2 variants, 2 modes × 3 variants, bare loop, harness, a speed check per variant
+    first.assert_outcomes(passed=4 + 6 + 2 + 2)
     first.stdout.fnmatch_lines(["*ortgate summary*", "*pytorch*baseline*", "*O99-dynamic-int8-arm64*pass*",
                                 "results: *summary.json*"])
     doc = json.loads((pytester.path / "ortgate-results" / "summary.json").read_text())
@@ -40,14 +41,14 @@ def test_suite_gates_benchmarks_summarizes_and_reuses_the_cache(suite, pytester)
     [check] = doc["harness_checks"]
     assert check["variant"] == "O99-dynamic-int8-arm64" and check["ratio"] >= 0.9
     assert "| O99-dynamic-int8-arm64 |" in (pytester.path / "ortgate-results" / "summary.md").read_text()
-    bench = json.loads((pytester.path / "bench.json").read_text())
+    bench = json.loads((pytester.path / "out" / "bench.json").read_text())  # its folder was created
     infos = [b["extra_info"] for b in bench["benchmarks"] if b["extra_info"].get("mode") == "model-only"]
     assert infos and all(i["samples_per_s"] > 0 and i["samples_per_round"] == 8 for i in infos)
     assert bench["machine_info"]["ortgate_cpu"]["arch"]
     first.stdout.fnmatch_lines(["*variant O99-dynamic-int8-arm64: built*"])
 
     second = suite("--ortgate-variants=O99-dynamic-int8-arm64", "--benchmark-skip")
-    second.assert_outcomes(passed=3, skipped=5)  # gates and the harness check run; benchmarks skip
+    second.assert_outcomes(passed=4, skipped=5)  # gates, harness and speed checks run; benchmarks skip
     second.stdout.fnmatch_lines(["*variant O99-dynamic-int8-arm64: cache hit*"])
     assert "building" not in second.stdout.str()
 
@@ -89,6 +90,21 @@ def test_repeat_runs_the_whole_matrix_per_repeat_and_reports_the_distribution(su
     dist = {r["variant"]: r["samples_per_s_repeats"] for r in doc["variants"]}
     assert dist["onnx"]["count"] == 3 and dist["onnx"]["min"] <= dist["onnx"]["median"] <= dist["onnx"]["max"]
     assert "over 3 repeats of the whole matrix" in (pytester.path / "ortgate-results" / "summary.md").read_text()
+
+
+def test_speed_floors_against_the_parent_and_a_failing_floor(suite, pytester):
+    ok = suite("-k", "speed_ratio", "--ortgate-variants=onnx,dynamic-int8",
+               "--ortgate-speed-floor=dynamic-int8=0.01:parent")
+    ok.assert_outcomes(passed=2)
+    doc = json.loads((pytester.path / "ortgate-results" / "summary.json").read_text())
+    rows = {r["variant"]: r for r in doc["variants"]}
+    assert rows["dynamic-int8"]["speed_check"]["reference"] == "onnx"  # its parent
+    assert rows["onnx"]["speed_check"]["reference"] == "pytorch" and rows["onnx"]["speed_check"]["floor"] is None
+    low, high = rows["dynamic-int8"]["speed_check"]["interval"]
+    assert low <= rows["dynamic-int8"]["speed_check"]["ratio"] <= high
+    failing = suite("-k", "speed_ratio", "--ortgate-variants=onnx", "--ortgate-speed-floor=onnx=1000")
+    failing.assert_outcomes(failed=1)
+    failing.stdout.fnmatch_lines(["*onnx is *x as fast as pytorch*floor 1000x its baseline: the whole interval*"])
 
 
 def test_pyproject_settings_apply_and_command_line_wins(suite, pytester):

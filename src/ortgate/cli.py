@@ -23,6 +23,16 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("cpu", help="print this machine's CPU fingerprint as JSON")
     summary = commands.add_parser("summary", help="print a summary.json written by a run as a table")
     summary.add_argument("path", type=Path)
+    compare = commands.add_parser("compare", help="compare two saved runs (pytest-benchmark JSON); "
+                                  "exit 1 on a regression")
+    compare.add_argument("old", type=Path)
+    compare.add_argument("new", type=Path)
+    compare.add_argument("--alpha", type=float, default=0.05, help="significance level (default 0.05)")
+    compare.add_argument("--min-effect", type=float, default=0.05,
+                         help="smallest speed change that counts (0.05 = 5%%)")
+    compare.add_argument("--tolerance", default="1.0pp", help="allowed accuracy drop (default 1.0pp)")
+    compare.add_argument("--cross-machine", action="store_true", help="compare runs from different CPUs")
+    compare.add_argument("--markdown", type=Path, help="also write the table here (e.g. $GITHUB_STEP_SUMMARY)")
     report = commands.add_parser("report", help="cross-machine report (Markdown, HTML, PNG) from summary.json files")
     report.add_argument("results", type=Path, nargs="+", help="summary.json files, one or more per machine")
     report.add_argument("--out", type=Path, default=Path("ortgate-report"), help="output folder")
@@ -32,6 +42,19 @@ def main(argv: list[str] | None = None) -> int:
             from ortgate.default_model import ensure_default_model
 
             print(ensure_default_model(_cache_dir(args.cache_dir), log=print))
+        elif args.command == "compare":
+            from ortgate.compare import compare_runs, load_run, render_markdown
+            from ortgate.gate import parse_tolerance
+
+            rows = compare_runs(load_run(args.old), load_run(args.new), alpha=args.alpha,
+                                min_effect=args.min_effect, tolerance=parse_tolerance(args.tolerance),
+                                cross_machine=args.cross_machine)
+            text = render_markdown(rows, args.old.name, args.new.name)
+            print(text)
+            if args.markdown:
+                with open(args.markdown, "a") as handle:
+                    handle.write(text)
+            return 1 if any(r.verdict == "regression" for r in rows) else 0
         elif args.command == "report":
             from ortgate.crossmachine import write_report
 

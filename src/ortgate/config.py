@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ortgate.data import parse_label_map
 from ortgate.errors import ConfigError
-from ortgate.gate import ToleranceTable, parse_tolerance_table
+from ortgate.gate import GATE_MODES, SpeedFloor, ToleranceTable, parse_speed_floors, parse_tolerance_table
 
 DEFAULTS: dict[str, object] = {
     "model": None,  # None: the default MiniLM sentiment model, built on first use
@@ -27,6 +27,9 @@ DEFAULTS: dict[str, object] = {
     "limit": None,
     "variants": None,  # None: every variant of the default set
     "tolerance": "1.0pp",
+    "gate_mode": "point",
+    "confidence": 0.95,
+    "speed_floor": None,
     "threads": None,  # None: all logical cores
     "cache_dir": None,  # None: $ORTGATE_CACHE_DIR or ~/.cache/ortgate
     "results_dir": "ortgate-results",
@@ -51,6 +54,11 @@ OPTION_HELP: dict[str, str] = {
     "variants": "comma-separated variant ids or globs to run (default: all); the baseline always runs",
     "tolerance": "allowed accuracy/F1 drop: 1.0pp (absolute points), 2%% (relative), per variant "
     "with id=value, e.g. 1pp,static-int8=3pp (default 1.0pp)",
+    "gate_mode": "point: the estimated drop must be within tolerance (default); noninferiority: the upper "
+    "confidence bound of the drop must be",
+    "confidence": "confidence level of intervals: accuracy/F1 differences, speed ratios (default 0.95)",
+    "speed_floor": "minimum speed ratios, e.g. '*int8*=1.2:parent,O99=1.5' (reference: baseline or parent); "
+    "a floor fails only when the whole confidence interval lies below it",
     "threads": "intra-op threads for ONNX Runtime and torch (default: all cores)",
     "cache_dir": "cache of built models and variants (default: $ORTGATE_CACHE_DIR or ~/.cache/ortgate)",
     "results_dir": "where summary.json and summary.md are written (default: ortgate-results)",
@@ -78,6 +86,9 @@ class Settings:
     limit: int | None = None
     variants: tuple[str, ...] | None = None
     tolerance: ToleranceTable = field(default_factory=ToleranceTable)
+    gate_mode: str = "point"
+    confidence: float = 0.95
+    speed_floors: tuple[tuple[str, SpeedFloor], ...] = ()
     threads: int = 1
     cache_dir: Path = Path("~/.cache/ortgate")
     results_dir: Path = Path("ortgate-results")
@@ -108,6 +119,22 @@ def _as_int(value: object, name: str, minimum: int) -> int | None:
         raise ConfigError(f"ortgate setting {name!r} must be an integer, got {value!r}") from None
     if number < minimum:
         raise ConfigError(f"ortgate setting {name!r} must be >= {minimum}, got {number}")
+    return number
+
+
+def _as_choice(value: object, name: str, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise ConfigError(f"ortgate setting {name!r} must be one of {', '.join(choices)}, got {value!r}")
+    return str(value)
+
+
+def _as_fraction(value: object, name: str) -> float:
+    try:
+        number = float(str(value))
+    except ValueError:
+        raise ConfigError(f"ortgate setting {name!r} must be a number between 0 and 1, got {value!r}") from None
+    if not 0 < number < 1:
+        raise ConfigError(f"ortgate setting {name!r} must be between 0 and 1 (e.g. 0.95), got {number}")
     return number
 
 
@@ -150,6 +177,9 @@ def resolve_settings(cli: Mapping[str, object], pyproject: Mapping[str, object],
         limit=ints["limit"],
         variants=_as_list(raw["variants"], "variants"),
         tolerance=parse_tolerance_table(raw["tolerance"]),
+        gate_mode=_as_choice(raw["gate_mode"], "gate_mode", GATE_MODES),
+        confidence=_as_fraction(raw["confidence"], "confidence"),
+        speed_floors=parse_speed_floors(raw["speed_floor"]),
         threads=ints["threads"] or os.cpu_count() or 1,
         cache_dir=Path(str(cache_dir)).expanduser(),
         results_dir=results_dir if results_dir.is_absolute() else Path(rootdir) / results_dir,

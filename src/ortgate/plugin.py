@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -44,6 +45,10 @@ def pytest_configure(config: pytest.Config) -> None:
     except OrtgateError as exc:
         raise pytest.UsageError(f"ortgate: {exc}") from None
     config.stash[SETTINGS_KEY] = settings
+    # pytest-benchmark writes --benchmark-json at the very end and fails then if the folder is missing.
+    json_path = config.getoption("benchmark_json", None)
+    if json_path:
+        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
 
 
 def _run_session(config: pytest.Config) -> RunSession:
@@ -146,9 +151,22 @@ def pytest_benchmark_compare_machine_info(config: pytest.Config, benchmarksessio
     )
 
 
+def pytest_benchmark_update_json(config: pytest.Config, benchmarks, output_json: dict) -> None:
+    """Saved benchmark runs carry the summary, labels and predictions, so `ortgate compare` can gate
+    accuracy across runs as well as speed."""
+    session = config.stash.get(SESSION_KEY, None)
+    if session is None or not session.has_results:
+        return
+    output_json["ortgate"] = {
+        "summary": summary_document(session),
+        "labels": session.data.labels.tolist() if session.evaluations else None,
+        "predictions": {vid: e.predictions.tolist() for vid, e in session.evaluations.items()},
+    }
+
+
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
     session = config.stash.get(SESSION_KEY, None)
-    if session is None or not (session.evaluations or session.speeds):
+    if session is None or not session.has_results:
         return
     try:
         doc = summary_document(session)

@@ -25,7 +25,7 @@ def summary_rows(session: RunSession) -> list[dict]:
         evaluation = session.evaluations.get(vid)
         speed = session.speed(vid, SPEED_MODE)
         model_only = session.speed(vid, "model-only")
-        if evaluation is None and speed is None and model_only is None:
+        if evaluation is None and speed is None and model_only is None and vid not in session.speed_checks:
             continue
         built = session.built(vid)  # already built: it was evaluated or timed
         graph = session.graph(vid) if built else None
@@ -36,15 +36,27 @@ def summary_rows(session: RunSession) -> list[dict]:
             row.update(evaluation.metrics.as_dict())
             if base_eval:
                 row["accuracy_delta_pp"] = (evaluation.metrics.accuracy - base_eval.metrics.accuracy) * 100
-                gates = [session.gate(vid, m) for m in ("accuracy", "f1")] if vid != BASELINE_ID else []
-                row["gate"] = "baseline" if vid == BASELINE_ID else ("pass" if all(g.passed for g in gates) else "FAIL")
-                row["differing_predictions"] = int((evaluation.predictions != base_eval.predictions).sum())
+                row["f1_delta_pp"] = (evaluation.metrics.f1 - base_eval.metrics.f1) * 100
+                if vid == BASELINE_ID:
+                    row["gate"] = "baseline"
+                else:
+                    gates = [session.gate(vid, m) for m in ("accuracy", "f1")]
+                    row["gate"] = "pass" if all(g.passed for g in gates) else "FAIL"
+                    row["gate_mode"] = session.settings.gate_mode
+                    row["paired"] = session.paired(vid).as_dict()
+                    row["f1_interval"] = list(gates[1].interval)
+                    row["logit_differences"] = session.logit_differences(vid)
         if speed:
             row["samples_per_s"] = speed.samples_per_s
             row["latency_ms"] = speed.latency_ms
             if base_speed:
                 row["speed_ratio"] = speed.samples_per_s / base_speed.samples_per_s
                 row["speed_delta_pct"] = (row["speed_ratio"] - 1) * 100
+        if vid in session.speed_checks:
+            check = session.speed_checks[vid]
+            row["speed_check"] = {"reference": check.reference_id, "ratio": check.ratio,
+                                  "interval": list(check.interval), "passed": check.passed,
+                                  "floor": str(check.floor) if check.floor else None}
         if session.settings.repeat > 1 and speed:
             row["samples_per_s_repeats"] = session.speed_distribution(vid, SPEED_MODE)
         if model_only:
@@ -141,6 +153,33 @@ def render_markdown(doc: dict) -> str:
         "|" + "|".join("---" for _ in COLUMNS) + "|",
     ]
     lines += ["| " + " | ".join(_cells(row)) + " |" for row in doc["variants"]]
+    paired = [r for r in doc["variants"] if r.get("paired")]
+    if paired:
+        conf = f"{paired[0]['paired']['confidence']:.0%}"
+        lines += ["", f"## Paired comparison with the baseline (same rows; gate mode: {paired[0]['gate_mode']})", "",
+                  f"| variant | differing | baseline-only right | variant-only right | McNemar p (exact / mid) | "
+                  f"accuracy Δ, {conf} CI (pp) | F1 Δ, {conf} CI (pp) | max / mean / p99 \\|Δlogit\\| |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for r in paired:
+            p = r["paired"]
+            acc_low, acc_high = (x * 100 for x in p["interval"])
+            f1_low, f1_high = (x * 100 for x in r["f1_interval"])
+            logit = r["logit_differences"]
+            lines.append(
+                f"| {r['variant']} | {p['differing_predictions']} | {p['baseline_only']} | {p['variant_only']} | "
+                f"{p['mcnemar_p_exact']:.3g} / {p['mcnemar_p_mid']:.3g} | "
+                f"{p['difference'] * 100:+.2f} [{acc_low:+.2f}, {acc_high:+.2f}] | "
+                f"{r['f1_delta_pp']:+.2f} "
+                f"[{f1_low:+.2f}, {f1_high:+.2f}] | {logit['max']:.3f} / {logit['mean']:.4f} / {logit['p99']:.4f} |")
+    checked = [r for r in doc["variants"] if r.get("speed_check")]
+    if checked:
+        lines += ["", "## Same-run speed ratios (interleaved rounds, end to end)", "",
+                  "| variant | reference | ratio | CI | floor | verdict |", "|---|---|---|---|---|---|"]
+        for r in checked:
+            c = r["speed_check"]
+            lines.append(f"| {r['variant']} | {c['reference']} | {c['ratio']:.2f}x | "
+                         f"{c['interval'][0]:.2f}–{c['interval'][1]:.2f}x | {c['floor'] or '–'} | "
+                         f"{'pass' if c['passed'] else 'FAIL'} |")
     repeated = [r for r in doc["variants"] if r.get("samples_per_s_repeats")]
     if repeated:
         keys = ("count", "mean", "std", "min", "q1", "median", "q3", "max")

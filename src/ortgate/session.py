@@ -22,12 +22,19 @@ from ortgate.cache import Cache
 from ortgate.config import Settings
 from ortgate.data import EvalData, load_eval_data
 from ortgate.default_model import ensure_default_model
-from ortgate.gate import GateResult
+from ortgate.gate import GateResult, SpeedCheck, speed_floor_for
 from ortgate.graph import graph_summary
-from ortgate.metrics import Metrics, classification_metrics, differing_predictions
+from ortgate.metrics import Metrics, classification_metrics, f1_score_fast
 from ortgate.models import ModelSource, load_model_source
 from ortgate.runtime import OnnxPredictor, Predictor, TorchPredictor, predict_logits
-from ortgate.stats import distribution
+from ortgate.stats import (
+    PairedComparison,
+    distribution,
+    logit_differences,
+    paired_bootstrap_interval,
+    paired_comparison,
+    speed_ratio_interval,
+)
 from ortgate.throughput import (
     Speed,
     bare_onnxruntime_workload,
@@ -44,6 +51,7 @@ Log = Callable[[str], None]
 @dataclass(frozen=True)
 class Evaluation:
     variant_id: str
+    logits: np.ndarray
     predictions: np.ndarray
     metrics: Metrics
     seconds: float
@@ -60,6 +68,12 @@ class RunSession:
     speeds: dict[tuple[str, str], list[Speed]] = field(default_factory=dict)  # one Speed per repeat
     harness_checks: list[HarnessCheck] = field(default_factory=list)
     _predictors: dict[str, Predictor] = field(default_factory=dict)
+    _gates: dict[tuple[str, str], GateResult] = field(default_factory=dict)
+    speed_checks: dict[str, SpeedCheck] = field(default_factory=dict)
+
+    @property
+    def has_results(self) -> bool:
+        return bool(self.evaluations or self.speeds or self.speed_checks)
 
     @cached_property
     def selected_ids(self) -> list[str]:
@@ -112,22 +126,46 @@ class RunSession:
             metrics = classification_metrics(self.data.labels, predictions, len(self.model.id2label))
             self.log(f"[ortgate] variant {variant_id}: accuracy {metrics.accuracy:.4f}, F1 {metrics.f1:.4f} "
                      f"on {metrics.n} rows ({seconds:.1f}s)")
-            self.evaluations[variant_id] = Evaluation(variant_id, predictions, metrics, seconds)
+            self.evaluations[variant_id] = Evaluation(variant_id, logits, predictions, metrics, seconds)
         return self.evaluations[variant_id]
+
+    def paired(self, variant_id: str) -> PairedComparison:
+        """The variant against the baseline on the same rows (McNemar, interval of the accuracy difference)."""
+        return paired_comparison(self.data.labels, self.evaluate(BASELINE_ID).predictions,
+                                 self.evaluate(variant_id).predictions, self.settings.confidence)
 
     def gate(self, variant_id: str, metric: str) -> GateResult:
         """Compare one metric of `variant_id` with the baseline measured in this session."""
-        baseline, candidate = self.evaluate(BASELINE_ID), self.evaluate(variant_id)
-        return GateResult(
-            metric=metric,
-            variant_id=variant_id,
-            baseline_id=BASELINE_ID,
-            baseline=getattr(baseline.metrics, metric),
-            value=getattr(candidate.metrics, metric),
-            tolerance=self.settings.tolerance.for_variant(variant_id),
-            differing=differing_predictions(baseline.predictions, candidate.predictions),
-            total=len(candidate.predictions),
-        )
+        key = (variant_id, metric)
+        if key not in self._gates:
+            baseline, candidate = self.evaluate(BASELINE_ID), self.evaluate(variant_id)
+            paired = self.paired(variant_id)
+            if metric == "accuracy":
+                interval = paired.interval
+            else:  # F1 has no closed-form paired interval: resample rows (seeded, reproducible)
+                num_labels = len(self.model.id2label)
+                interval = paired_bootstrap_interval(
+                    lambda y, p: f1_score_fast(y, p, num_labels), self.data.labels, baseline.predictions,
+                    candidate.predictions, self.settings.confidence)
+            self._gates[key] = GateResult(
+                metric=metric,
+                variant_id=variant_id,
+                baseline_id=BASELINE_ID,
+                baseline=getattr(baseline.metrics, metric),
+                value=getattr(candidate.metrics, metric),
+                tolerance=self.settings.tolerance.for_variant(variant_id),
+                differing=paired.differing_predictions,
+                total=paired.n,
+                mode=self.settings.gate_mode,
+                interval=interval,
+                confidence=self.settings.confidence,
+                mcnemar_p=paired.p_exact,
+                mcnemar_mid_p=paired.p_mid,
+            )
+        return self._gates[key]
+
+    def logit_differences(self, variant_id: str) -> dict[str, float]:
+        return logit_differences(self.evaluate(BASELINE_ID).logits, self.evaluate(variant_id).logits)
 
     @cached_property
     def bench_texts(self) -> list[str]:
@@ -150,6 +188,8 @@ class RunSession:
         speed = measure_with_benchmark(benchmark, fn, len(self.bench_texts), s.bench_rounds, s.warmup_rounds)
         if speed is not None:
             self.speeds.setdefault((variant_id, mode), []).append(speed)
+            # Raw round times travel in the JSON, so `ortgate compare` can test one run against another.
+            benchmark.extra_info["round_seconds"] = list(benchmark.stats.stats.data)
         return speed
 
     def speed(self, variant_id: str, mode: str) -> Speed | None:
@@ -165,6 +205,22 @@ class RunSession:
     def speed_distribution(self, variant_id: str, mode: str) -> dict | None:
         runs = self.speeds.get((variant_id, mode))
         return distribution([r.samples_per_s for r in runs]) if runs else None
+
+    def speed_check(self, variant_id: str, mode: str = "end-to-end") -> SpeedCheck:
+        """Speed ratio to the floor's reference (the baseline, or the parent), timed in interleaved rounds
+        in this run under the same threads, with a bootstrap interval; checked against the floor."""
+        if variant_id not in self.speed_checks:
+            s = self.settings
+            floor = speed_floor_for(s.speed_floors, variant_id)
+            spec = self.variants.specs[variant_id]
+            reference = spec.parent if floor and floor.reference == "parent" and spec.parent else BASELINE_ID
+            mine = workload(self.predictor(variant_id), self.bench_texts, mode)
+            theirs = workload(self.predictor(reference), self.bench_texts, mode)
+            mine_t, theirs_t = interleaved_round_times(mine, theirs, 2 * s.bench_rounds, s.warmup_rounds)
+            ratio, low, high = speed_ratio_interval(theirs_t, mine_t, s.confidence)
+            self.speed_checks[variant_id] = SpeedCheck(variant_id, reference, ratio, (low, high), s.confidence,
+                                                       len(mine_t), floor)
+        return self.speed_checks[variant_id]
 
     def first_int8_variant(self) -> str | None:
         quantized = [v for v in self.selected_ids if isinstance(self.variants.specs[v].step, Quantize)]

@@ -1,0 +1,147 @@
+"""Compare a run with a saved one (pytest-benchmark JSON written by the ortgate suite): regression,
+improvement, no change, or insufficient evidence, for speed and accuracy.
+
+Speed: each variant's round times are divided by the median round time of the same run's baseline
+(same mode), so a slower machine or a busier day alone cancels; the two runs' normalized times then
+go through a Mann–Whitney U test together with a minimum effect (default 5%). Accuracy: the drop of
+each variant's accuracy from the saved run, against a tolerance, with McNemar's test on the same rows
+when both runs stored their predictions.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ortgate.errors import OrtgateError
+from ortgate.gate import Tolerance
+from ortgate.stats import compare_normalized_times, paired_comparison
+from ortgate.variants import BASELINE_ID
+
+DEFAULT_TOLERANCE = Tolerance(1.0)
+
+
+@dataclass(frozen=True)
+class CompareRow:
+    kind: str  # "speed" or "accuracy"
+    variant: str
+    mode: str
+    old: float
+    new: float
+    change: float  # speed: relative change of normalized time (+ = slower); accuracy: new − old
+    p_value: float | None
+    verdict: str
+    note: str = ""
+
+
+def load_run(path: Path) -> dict:
+    try:
+        doc = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise OrtgateError(f"cannot read {path} as a pytest-benchmark JSON file: {exc}") from None
+    if "benchmarks" not in doc:
+        raise OrtgateError(f"{path} has no 'benchmarks': write it with --benchmark-json or --benchmark-autosave")
+    return doc
+
+
+def _round_times(doc: dict) -> dict[tuple[str, str], list[float]]:
+    times: dict[tuple[str, str], list[float]] = {}
+    for bench in doc["benchmarks"]:
+        info = bench.get("extra_info", {})
+        if "variant" in info and info.get("mode") in ("end-to-end", "model-only") and "round_seconds" in info:
+            times.setdefault((info["variant"], info["mode"]), []).extend(info["round_seconds"])
+    return times
+
+
+def _normalized(times: dict[tuple[str, str], list[float]]) -> dict[tuple[str, str], np.ndarray]:
+    out = {}
+    for (variant, mode), values in times.items():
+        base = times.get((BASELINE_ID, mode))
+        if base:
+            out[(variant, mode)] = np.asarray(values) / float(np.median(base))
+    return out
+
+
+def check_machines(old: dict, new: dict, cross_machine: bool) -> None:
+    old_id = old.get("machine_info", {}).get("ortgate_cpu_id")
+    new_id = new.get("machine_info", {}).get("ortgate_cpu_id")
+    if old_id and new_id and old_id != new_id and not cross_machine:
+        def name(doc):
+            return doc["machine_info"].get("ortgate_cpu", {}).get("model_name", "?")
+
+        raise OrtgateError(
+            f"the runs come from different CPUs ({name(old)} [{old_id}] vs {name(new)} [{new_id}]); speed ratios "
+            "to each run's own baseline cancel much of that, but not ISA effects. Pass --cross-machine to "
+            "compare anyway."
+        )
+
+
+def compare_runs(old: dict, new: dict, *, alpha: float = 0.05, min_effect: float = 0.05,
+                 tolerance: Tolerance = DEFAULT_TOLERANCE, cross_machine: bool = False) -> list[CompareRow]:
+    check_machines(old, new, cross_machine)
+    rows = []
+    old_times, new_times = _round_times(old), _round_times(new)
+    old_norm, new_norm = _normalized(old_times), _normalized(new_times)
+    for key in sorted(set(old_times) & set(new_times), key=lambda k: (k[1], k[0])):
+        variant, mode = key
+        if variant == BASELINE_ID:
+            continue
+        if key not in old_norm or key not in new_norm:
+            rows.append(CompareRow("speed", variant, mode, float("nan"), float("nan"), float("nan"), None,
+                                   "insufficient evidence", "a run lacks the baseline to normalize by"))
+            continue
+        result = compare_normalized_times(old_norm[key], new_norm[key], alpha, min_effect)
+        rows.append(CompareRow("speed", variant, mode, float(np.median(old_norm[key])),
+                               float(np.median(new_norm[key])), result.effect, result.p_value, result.verdict,
+                               f"{result.n_old} vs {result.n_new} rounds"))
+    rows += _accuracy_rows(old.get("ortgate", {}), new.get("ortgate", {}), tolerance)
+    return rows
+
+
+def _accuracy_rows(old: dict, new: dict, tolerance: Tolerance) -> list[CompareRow]:
+    old_acc = {r["variant"]: r for r in old.get("summary", {}).get("variants", []) if "accuracy" in r}
+    new_acc = {r["variant"]: r for r in new.get("summary", {}).get("variants", []) if "accuracy" in r}
+    same_rows = (old.get("summary", {}).get("data") == new.get("summary", {}).get("data")
+                 and old.get("labels") is not None and old.get("labels") == new.get("labels"))
+    rows = []
+    for variant in [v for v in new_acc if v in old_acc]:
+        a, b = old_acc[variant]["accuracy"], new_acc[variant]["accuracy"]
+        drop, allowed = a - b, tolerance.allowed_drop(a)
+        verdict = "regression" if drop > allowed + 1e-12 else "improvement" if -drop > allowed + 1e-12 else "no change"
+        p, note = None, f"tolerance {tolerance}"
+        old_pred, new_pred = old.get("predictions", {}).get(variant), new.get("predictions", {}).get(variant)
+        if same_rows and old_pred and new_pred and len(old_pred) == len(new_pred):
+            labels = np.asarray(old["labels"])
+            paired = paired_comparison(labels, np.asarray(old_pred), np.asarray(new_pred))
+            p = paired.p_exact
+            note += f"; {paired.differing_predictions} predictions changed"
+        rows.append(CompareRow("accuracy", variant, "", a, b, b - a, p, verdict, note))
+    return rows
+
+
+def render_markdown(rows: list[CompareRow], old_name: str, new_name: str) -> str:
+    lines = [f"# ortgate compare: `{new_name}` against `{old_name}`", ""]
+    speed = [r for r in rows if r.kind == "speed"]
+    if speed:
+        lines += ["Speed: round times divided by the same run's baseline median; Mann–Whitney U and a minimum "
+                  "effect.", "", "| variant | mode | old (× baseline time) | new | change | p | verdict | note |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for r in speed:
+            p = f"{r.p_value:.3g}" if r.p_value is not None and r.p_value == r.p_value else "–"
+            lines.append(f"| {r.variant} | {r.mode} | {r.old:.4f} | {r.new:.4f} | {r.change * 100:+.1f}% | {p} | "
+                         f"**{r.verdict}** | {r.note} |")
+    accuracy = [r for r in rows if r.kind == "accuracy"]
+    if accuracy:
+        lines += ["", "| variant | old accuracy | new accuracy | change (pp) | McNemar p | verdict | note |",
+                  "|---|---|---|---|---|---|---|"]
+        for r in accuracy:
+            p = f"{r.p_value:.3g}" if r.p_value is not None else "–"
+            lines.append(f"| {r.variant} | {r.old:.4f} | {r.new:.4f} | {r.change * 100:+.2f} | {p} | "
+                         f"**{r.verdict}** | {r.note} |")
+    regressions = [r for r in rows if r.verdict == "regression"]
+    lines += ["", f"**{len(regressions)} regression(s)**" + (": " + ", ".join(
+        f"{r.variant} {r.mode or r.kind}".strip() for r in regressions) if regressions else "")]
+    return "\n".join(lines) + "\n"
