@@ -25,10 +25,12 @@ def suite(pytester, tiny_model, tiny_csv, tmp_path_factory):
 
 
 def test_suite_gates_benchmarks_summarizes_and_reuses_the_cache(suite, pytester):
+    # The harness check is left out here: on a model this small a call takes ~50 µs, and a 10% bound
+    # is within scheduling noise (tests/test_throughput.py checks its arithmetic; the main job runs it).
     first = suite("--ortgate-variants=onnx,O99-dynamic-int8-arm64", "--benchmark-json=out/bench.json",
-                  "--ortgate-label-map=negative=NEGATIVE,positive=POSITIVE")
-    # 2 gates × 2 variants, 2 modes × 3 variants, bare loop, harness, a speed check per variant
-    first.assert_outcomes(passed=4 + 6 + 2 + 2)
+                  "--ortgate-label-map=negative=NEGATIVE,positive=POSITIVE", "-k", "not harness")
+    # 2 gates × 2 variants, 2 modes × 3 variants, the bare loop, a speed check per variant
+    first.assert_outcomes(passed=4 + 6 + 1 + 2)
     first.stdout.fnmatch_lines(["*ortgate summary*", "*pytorch*baseline*", "*O99-dynamic-int8-arm64*pass*",
                                 "results: *summary.json*"])
     doc = json.loads((pytester.path / "ortgate-results" / "summary.json").read_text())
@@ -38,8 +40,6 @@ def test_suite_gates_benchmarks_summarizes_and_reuses_the_cache(suite, pytester)
     for key in ("accuracy", "f1", "precision", "recall", "samples_per_s", "speed_ratio", "size_mb", "latency_ms"):
         assert int8[key] > 0, key
     assert int8["graph"]["fused_operators"]["QAttention"] == 2 and doc["best"] in rows
-    [check] = doc["harness_checks"]
-    assert check["variant"] == "O99-dynamic-int8-arm64" and check["ratio"] >= 0.9
     assert "| O99-dynamic-int8-arm64 |" in (pytester.path / "ortgate-results" / "summary.md").read_text()
     bench = json.loads((pytester.path / "out" / "bench.json").read_text())  # its folder was created
     infos = [b["extra_info"] for b in bench["benchmarks"] if b["extra_info"].get("mode") == "model-only"]
@@ -47,8 +47,8 @@ def test_suite_gates_benchmarks_summarizes_and_reuses_the_cache(suite, pytester)
     assert bench["machine_info"]["ortgate_cpu"]["arch"]
     first.stdout.fnmatch_lines(["*variant O99-dynamic-int8-arm64: built*"])
 
-    second = suite("--ortgate-variants=O99-dynamic-int8-arm64", "--benchmark-skip")
-    second.assert_outcomes(passed=4, skipped=5)  # gates, harness and speed checks run; benchmarks skip
+    second = suite("--ortgate-variants=O99-dynamic-int8-arm64", "--benchmark-skip", "-k", "not harness")
+    second.assert_outcomes(passed=3, skipped=5)  # gates and speed checks run; benchmarks skip
     second.stdout.fnmatch_lines(["*variant O99-dynamic-int8-arm64: cache hit*"])
     assert "building" not in second.stdout.str()
 

@@ -45,3 +45,19 @@ def test_workloads_call_the_predictor_once_per_text():
     assert (predictor.encoded, predictor.ran) == (5, 5)
     with pytest.raises(ValueError, match="unknown throughput mode"):
         workload(predictor, ["x"], "batched")
+
+
+def test_harness_check_compares_the_two_loops_on_the_same_inputs(tiny_model, tiny_csv, tmp_path):
+    from pathlib import Path
+
+    from ortgate.config import resolve_settings
+    from ortgate.session import RunSession
+
+    settings = resolve_settings({"model": str(tiny_model), "dataset": str(tiny_csv), "cache_dir": str(tmp_path),
+                                 "bench_samples": "8", "max_length": "32"}, {}, Path(tmp_path))
+    session = RunSession(settings, log=lambda message: None)
+    assert session.first_int8_variant() == "dynamic-int8"
+    check = session.harness_overhead("dynamic-int8", rounds=4)
+    assert check.harness.rounds == check.bare.rounds == 4 and check.harness.samples_per_round == 8
+    assert check.ratio == pytest.approx(check.harness.samples_per_s / check.bare.samples_per_s)
+    assert session.harness_checks == [check] and "bare InferenceSession.run loop" in check.message

@@ -69,6 +69,7 @@ class RunSession:
     harness_checks: list[HarnessCheck] = field(default_factory=list)
     _predictors: dict[str, Predictor] = field(default_factory=dict)
     _gates: dict[tuple[str, str], GateResult] = field(default_factory=dict)
+    _graphs: dict[str, dict | None] = field(default_factory=dict)
     speed_checks: dict[str, SpeedCheck] = field(default_factory=dict)
 
     @property
@@ -173,8 +174,11 @@ class RunSession:
         return self.data.texts[: self.settings.bench_samples]
 
     def graph(self, variant_id: str) -> dict | None:
-        built = self.built(variant_id)
-        return graph_summary(built.onnx_path) if built else None
+        """What the variant's graph contains (read once: the summary is rendered for JSON and terminal)."""
+        if variant_id not in self._graphs:
+            built = self.built(variant_id)
+            self._graphs[variant_id] = graph_summary(built.onnx_path) if built else None
+        return self._graphs[variant_id]
 
     # ------------------------------------------------------------ speed
 
