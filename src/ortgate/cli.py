@@ -68,12 +68,10 @@ def main(argv: list[str] | None = None) -> int:
             print("(a suggestion only: the suite measures every preset on this machine)", file=sys.stderr)
         else:
             from ortgate.report import render_terminal
+            from ortgate.results import read_results_file
 
-            try:
-                doc = json.loads(args.path.read_text())
-            except (OSError, ValueError) as exc:
-                raise OrtgateError(f"cannot read {args.path} as an ortgate summary.json: {exc}") from None
-            print(render_terminal(doc))
+            print(render_terminal(read_results_file(args.path, "an ortgate summary.json", "variants",
+                                                    "is it an ortgate summary.json?")))
     except OrtgateError as exc:
         print(f"ortgate: {exc}", file=sys.stderr)
         return 2

@@ -10,7 +10,6 @@ when both runs stored their predictions.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import numpy as np
 
 from ortgate.errors import OrtgateError
 from ortgate.gate import Tolerance
+from ortgate.results import read_results_file
 from ortgate.stats import compare_normalized_times, paired_comparison
 from ortgate.variants import BASELINE_ID
 
@@ -38,13 +38,8 @@ class CompareRow:
 
 
 def load_run(path: Path) -> dict:
-    try:
-        doc = json.loads(Path(path).read_text())
-    except (OSError, ValueError) as exc:
-        raise OrtgateError(f"cannot read {path} as a pytest-benchmark JSON file: {exc}") from None
-    if "benchmarks" not in doc:
-        raise OrtgateError(f"{path} has no 'benchmarks': write it with --benchmark-json or --benchmark-autosave")
-    return doc
+    return read_results_file(path, "a pytest-benchmark JSON file", "benchmarks",
+                             "write it with --benchmark-json or --benchmark-autosave")
 
 
 def _round_times(doc: dict) -> dict[tuple[str, str], list[float]]:

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 import os
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ortgate.errors import OrtgateError
+from ortgate.results import read_results_file
 
 LOST_ACCURACY_PP = 0.1  # a variant more than this below its best machine "lost accuracy" there
 
@@ -70,15 +70,8 @@ def _machine_of(doc: dict, path: Path) -> Machine:
 
 
 def load_summaries(paths: list[Path]) -> list[tuple[Path, dict]]:
-    docs = []
-    for path in paths:
-        try:
-            doc = json.loads(Path(path).read_text())
-        except (OSError, ValueError) as exc:
-            raise OrtgateError(f"cannot read {path} as an ortgate summary.json: {exc}") from None
-        if "variants" not in doc:
-            raise OrtgateError(f"{path} has no 'variants': is it an ortgate summary.json?")
-        docs.append((Path(path), doc))
+    docs = [(Path(path), read_results_file(path, "an ortgate summary.json", "variants",
+                                           "is it an ortgate summary.json?")) for path in paths]
     if not docs:
         raise OrtgateError("give at least one summary.json")
     return docs
