@@ -233,7 +233,7 @@ class RunSession:
     def bare_onnxruntime(self, variant_id: str) -> Callable[[], None]:
         predictor = self.predictor(variant_id)
         features = [predictor.encode([text]) for text in self.bench_texts]
-        return bare_onnxruntime_workload(self.built(variant_id).onnx_path, self.settings.threads, features)
+        return bare_onnxruntime_workload(predictor.session, features)
 
     def harness_overhead(self, variant_id: str, rounds: int = 10) -> HarnessCheck:
         """Model-only harness vs a bare InferenceSession.run loop, interleaved round by round."""

@@ -11,9 +11,8 @@ import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
-from ortgate.runtime import Predictor, session_options
+from ortgate.runtime import Predictor
 
 MODES = ("end-to-end", "model-only")
 
@@ -34,11 +33,11 @@ def workload(predictor: Predictor, texts: Sequence[str], mode: str) -> Callable[
     return run
 
 
-def bare_onnxruntime_workload(onnx_path: Path, threads: int, features: Sequence[dict]) -> Callable[[], None]:
-    """The yardstick: a plain InferenceSession.run loop with the same session options and inputs."""
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(str(onnx_path), session_options(threads), providers=["CPUExecutionProvider"])
+def bare_onnxruntime_workload(session, features: Sequence[dict]) -> Callable[[], None]:
+    """The yardstick: a plain InferenceSession.run loop over the same inputs, with nothing of ortgate's
+    in between. It runs the predictor's own session: a second session would bring a second spinning
+    intra-op thread pool, and on 2 cores the two pools' contention (seen here: ±9% between otherwise
+    identical loops) would swamp the few microseconds a call that the harness could add."""
 
     def run() -> None:
         for feature in features:
