@@ -74,7 +74,7 @@ class RunSession:
 
     @property
     def has_results(self) -> bool:
-        return bool(self.evaluations or self.speeds or self.speed_checks)
+        return bool(self.evaluations or self.speeds or self.speed_checks or self.harness_checks)
 
     @cached_property
     def selected_ids(self) -> list[str]:
@@ -235,14 +235,13 @@ class RunSession:
         features = [predictor.encode([text]) for text in self.bench_texts]
         return bare_onnxruntime_workload(predictor.session, features)
 
-    def harness_overhead(self, variant_id: str, rounds: int = 10) -> HarnessCheck:
+    def harness_overhead(self, variant_id: str, rounds: int = 20) -> HarnessCheck:
         """Model-only harness vs a bare InferenceSession.run loop, interleaved round by round."""
         harness = workload(self.predictor(variant_id), self.bench_texts, "model-only")
         bare = self.bare_onnxruntime(variant_id)
-        harness_times, bare_times = interleaved_round_times(harness, bare, rounds, self.settings.warmup_rounds)
-        n = len(self.bench_texts)
-        check = HarnessCheck(variant_id, speed_from_round_times(harness_times, n),
-                             speed_from_round_times(bare_times, n))
+        harness_times, bare_times = interleaved_round_times(harness, bare, rounds, self.settings.warmup_rounds,
+                                                            min_round_seconds=0.3)
+        check = HarnessCheck(variant_id, tuple(harness_times), tuple(bare_times), len(self.bench_texts))
         self.harness_checks.append(check)
         return check
 
@@ -250,15 +249,25 @@ class RunSession:
 @dataclass(frozen=True)
 class HarnessCheck:
     variant_id: str
-    harness: Speed
-    bare: Speed
+    harness_seconds: tuple[float, ...]  # per round, aligned: round i of each ran back to back
+    bare_seconds: tuple[float, ...]
+    samples_per_round: int
+
+    @property
+    def harness(self) -> Speed:
+        return speed_from_round_times(self.harness_seconds, self.samples_per_round)
+
+    @property
+    def bare(self) -> Speed:
+        return speed_from_round_times(self.bare_seconds, self.samples_per_round)
 
     @property
     def ratio(self) -> float:
-        return self.harness.samples_per_s / self.bare.samples_per_s
+        """Harness speed / bare speed: the median of each round's pair ratio, which cancels drift between rounds."""
+        return statistics.median(b / h for h, b in zip(self.harness_seconds, self.bare_seconds, strict=True))
 
     @property
     def message(self) -> str:
         return (f"{self.variant_id} model-only: harness {self.harness.samples_per_s:.1f} samples/s vs bare "
                 f"InferenceSession.run loop {self.bare.samples_per_s:.1f} samples/s (ratio {self.ratio:.3f}, "
-                f"median of {self.harness.rounds} interleaved rounds)")
+                f"median of the paired ratios of {self.harness.rounds} interleaved rounds)")
