@@ -8,8 +8,16 @@ import pytest
 from ortgate.throughput import MODES, measure_with_benchmark
 
 
+def _skip_if_same_graph(ortgate, variant_id):
+    original = ortgate.duplicate_of(variant_id)
+    if original is not None:
+        pytest.skip(f"{variant_id} has the same graph as {original} (byte-identical model.onnx): "
+                    f"its speed is {original}'s")
+
+
 @pytest.mark.parametrize("mode", MODES)
 def test_throughput(benchmark, ortgate, ortgate_variant, mode, ortgate_repeat):
+    _skip_if_same_graph(ortgate, ortgate_variant)
     ortgate.benchmark(benchmark, ortgate_variant, mode, ortgate_repeat)
 
 
@@ -39,5 +47,6 @@ def test_harness_does_not_distort_speed(ortgate):
 def test_speed_ratio_above_floor(ortgate, ortgate_candidate):
     """Same-run speed ratio to the baseline (or the parent), interleaved rounds, bootstrap interval;
     fails only when the whole interval lies below the variant's floor (--ortgate-speed-floor)."""
+    _skip_if_same_graph(ortgate, ortgate_candidate)
     check = ortgate.speed_check(ortgate_candidate)
     assert check.passed, check.message

@@ -11,7 +11,7 @@ pytest_plugins = ["pytester"]
 
 @pytest.fixture
 def suite(pytester, tiny_model, tiny_csv, tmp_path_factory):
-    for name in ("test_accuracy.py", "test_throughput.py"):
+    for name in ("test_accuracy.py", "test_throughput.py", "test_structure.py"):
         (pytester.path / name).write_text((SUITE / name).read_text())
     cache = tmp_path_factory.getbasetemp() / "plugin-cache"
     base = ["-p", "no:cacheprovider", f"--ortgate-model={tiny_model}", f"--ortgate-dataset={tiny_csv}",

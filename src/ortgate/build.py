@@ -6,20 +6,21 @@ the same way. A variant is built from its parent's folder; parents are built (or
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import shutil
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
-from ortgate.cache import Cache
+from ortgate.cache import MANIFEST, Cache
 from ortgate.errors import BuildError
 from ortgate.isa import cpu_fingerprint, fingerprint_id
 from ortgate.models import ModelSource
-from ortgate.variants import Export, Optimize, Quantize, VariantSet
+from ortgate.variants import Export, Optimize, Quantize, VariantSet, step_fields
 
 ONNX_FILE = "model.onnx"
 KEYED_PACKAGES = ("torch", "transformers", "optimum", "optimum-onnx", "onnx", "onnxruntime")
@@ -37,6 +38,12 @@ class BuiltVariant:
     key: str
     cache_hit: bool
     build_seconds: float
+    metadata: dict = field(default_factory=dict, compare=False)
+
+    @property
+    def graph_sha256(self) -> str | None:
+        """The ONNX file's hash, from the cache manifest: equal hashes mean byte-identical graphs."""
+        return self.metadata.get("graph_sha256")
 
     @property
     def onnx_path(self) -> Path:
@@ -51,22 +58,45 @@ def calibration_fingerprint(texts: Sequence[str], max_length: int) -> str:
     return hashlib.sha256(json.dumps([max_length, list(texts)]).encode()).hexdigest()
 
 
-def build_key(variants: VariantSet, variant_id: str, model: ModelSource, calibration_fp: str | None) -> str:
-    """Model fingerprint + the chain's steps + library versions (+ CPU and calibration rows if they matter)."""
+class NotApplicable(BuildError):
+    """The variant does not apply to this model or machine (e.g. an fp16 GPU graph on a CPU-only machine)."""
+
+
+def _portable_parts(variants: VariantSet, variant_id: str, model: ModelSource, calibration_fp: str | None) -> dict:
     parts = {
         "model": model.fingerprint,
         "steps": variants.content_hash(variant_id),
         "versions": library_versions(),
     }
-    if variants.hardware_specific(variant_id):
-        parts["cpu"] = fingerprint_id(cpu_fingerprint())
     if any(isinstance(s.step, Quantize) and s.step.mode == "static" for s in variants.chain(variant_id)):
         parts["calibration"] = calibration_fp
+    return parts
+
+
+def _hash(parts: dict) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
 
+def portable_key(variants: VariantSet, variant_id: str, model: ModelSource, calibration_fp: str | None) -> str:
+    """The build key without the CPU: equal for the same variant built on any machine."""
+    return _hash(_portable_parts(variants, variant_id, model, calibration_fp))
+
+
+def build_key(variants: VariantSet, variant_id: str, model: ModelSource, calibration_fp: str | None) -> str:
+    """Model fingerprint + the chain's steps + library versions (+ CPU and calibration rows if they matter)."""
+    parts = _portable_parts(variants, variant_id, model, calibration_fp)
+    if variants.hardware_specific(variant_id):
+        parts["cpu"] = fingerprint_id(cpu_fingerprint())
+    return _hash(parts)
+
+
 class Builder:
-    """Builds variants of one model, each once, through the cache."""
+    """Builds variants of one model, each once, through the cache.
+
+    A variant that cannot be built is remembered with its error (and so are its descendants), so a run
+    reports it instead of crashing; `build_all` builds a whole selection, parents first, optionally in
+    several worker processes.
+    """
 
     def __init__(
         self,
@@ -85,51 +115,203 @@ class Builder:
         self.log = log
         self._calibration_fp = calibration_fingerprint(self.calibration_texts, max_length)
         self._built: dict[str, BuiltVariant] = {}
+        self.failures: dict[str, BuildError] = {}
 
     def build(self, variant_id: str) -> BuiltVariant:
         if variant_id in self._built:
             return self._built[variant_id]
+        if variant_id in self.failures:
+            raise self.failures[variant_id]
         spec = self.variants.specs[variant_id]
         if spec.step is None:
             raise BuildError(f"{variant_id} is the PyTorch baseline; it has no ONNX build")
-        parent = self.build(spec.parent) if spec.parent else None
+        try:
+            built = self._build(variant_id)
+        except BuildError as exc:
+            self.failures[variant_id] = exc
+            raise
+        self._built[variant_id] = built
+        return built
+
+    def _build(self, variant_id: str) -> BuiltVariant:
+        spec = self.variants.specs[variant_id]
+        parent = None
+        if spec.parent:
+            try:
+                parent = self.build(spec.parent)
+            except BuildError as exc:
+                cls = NotApplicable if isinstance(exc, NotApplicable) else BuildError
+                reason = f"parent {spec.parent}: {exc.first_line}"
+                raise cls(f"variant {variant_id} was not built: its parent {spec.parent} was not ({exc})",
+                          reason) from None
         key = build_key(self.variants, variant_id, self.model, self._calibration_fp)
+        hardware_specific = self.variants.hardware_specific(variant_id)
+        portable = portable_key(self.variants, variant_id, self.model, self._calibration_fp)
+        if hardware_specific:
+            self._refuse_other_cpus(variant_id, portable, key)
         self.log(f"[ortgate] variant {variant_id}: looking up cache")
 
         def run_step(staging: Path) -> dict:
             self.log(f"[ortgate] variant {variant_id}: building ({_describe(spec.step)})")
+            metadata: dict = {}
             try:
                 if isinstance(spec.step, Export):
                     export(self.model.path, staging)
                 elif isinstance(spec.step, Optimize):
                     optimize(parent.path, staging, spec.step)
                 else:
-                    graph_was_optimized = any(isinstance(s.step, Optimize) for s in self.variants.chain(spec.parent))
-                    quantize(parent.path, staging, spec.step, self.calibration_texts, self.max_length,
-                             infer_shapes_first=graph_was_optimized)
+                    chain = self.variants.chain(spec.parent)
+                    graph_was_optimized = any(isinstance(s.step, Optimize) for s in chain)
+                    export_path = self.build(chain[0].id).onnx_path
+                    metadata = quantize(
+                        parent.path, staging, spec.step, self.calibration_texts, self.max_length,
+                        infer_shapes_first=graph_was_optimized, export_onnx=export_path)
+            except BuildError as exc:
+                raise type(exc)(f"building variant {variant_id} failed: {exc}", exc.reason) from exc
             except Exception as exc:
-                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-                raise BuildError(f"building variant {variant_id} failed: {type(exc).__name__}: {first}") from exc
+                reason = f"{type(exc).__name__}: {_first_line(exc)}"
+                raise BuildError(f"building variant {variant_id} failed: {reason}", reason) from exc
             if not (staging / ONNX_FILE).is_file():
-                raise BuildError(f"building variant {variant_id} produced no {ONNX_FILE}")
+                raise BuildError(f"building variant {variant_id} produced no {ONNX_FILE}", f"no {ONNX_FILE}")
+            from ortgate.pypi import sha256_file
+
             return {
+                **metadata,
                 "variant": variant_id,
-                "step": asdict(spec.step),
+                "step": step_fields(spec.step),
                 "parent": spec.parent,
                 "versions": library_versions(),
-                "cpu": cpu_fingerprint() if self.variants.hardware_specific(variant_id) else None,
+                "portable_key": portable,
+                "cpu": cpu_fingerprint() if hardware_specific else None,
+                "cpu_id": fingerprint_id(cpu_fingerprint()) if hardware_specific else None,
+                "graph_sha256": sha256_file(staging / ONNX_FILE),
             }
 
-        entry = self.cache.get_or_build("variants", variant_id, key, run_step, on_rebuild=self.log)
-        built = BuiltVariant(variant_id, entry.path, key, entry.hit, entry.manifest["build_seconds"])
+        try:
+            entry = self.cache.get_or_build("variants", variant_id, key, run_step, on_rebuild=self.log)
+        except BuildError as exc:
+            self.log(f"[ortgate] variant {variant_id}: build failed: {exc.first_line}")
+            raise
+        built = BuiltVariant(variant_id, entry.path, key, entry.hit, entry.manifest["build_seconds"],
+                             entry.manifest.get("metadata", {}))
         self.log(f"[ortgate] variant {variant_id}: {'cache hit' if entry.hit else 'built'} "
                  f"({built.build_seconds:.1f}s build) at {entry.path}")
-        self._built[variant_id] = built
         return built
+
+    def _refuse_other_cpus(self, variant_id: str, portable: str, key: str) -> None:
+        """Say so when this variant's cache holds a hardware-specific graph from another CPU: it is not
+        loaded here (its key names that CPU), and the graph is rebuilt for this one."""
+        here = fingerprint_id(cpu_fingerprint())
+        folder = self.cache.root / "variants"
+        for manifest_path in sorted(folder.glob(f"*/{MANIFEST}")):
+            try:
+                manifest = json.loads(manifest_path.read_text())
+            except (OSError, ValueError):
+                continue
+            meta = manifest.get("metadata", {})
+            if meta.get("portable_key") != portable or manifest.get("key") == key or meta.get("cpu_id") == here:
+                continue
+            cpu = meta.get("cpu") or {}
+            self.log(
+                f"[ortgate] variant {variant_id}: the cached graph at {manifest_path.parent} was built on another "
+                f"CPU ({cpu.get('model_name', 'unknown')}, fingerprint {meta.get('cpu_id')}) and is not loaded "
+                f"on this one (fingerprint {here}): a level-99 graph carries layout transforms (NCHWc) and "
+                "kernel choices for the CPU that optimized it; building it for this CPU"
+            )
+
+    def status(self, variant_id: str) -> str:
+        if variant_id in self._built:
+            return "built"
+        failure = self.failures.get(variant_id)
+        if failure is None:
+            return "pending"
+        return "not applicable" if isinstance(failure, NotApplicable) else "build failed"
+
+    def mark_not_applicable(self, variant_id: str, reason: str) -> None:
+        self.failures[variant_id] = NotApplicable(reason)
+
+    def build_all(self, variant_ids: Sequence[str], jobs: int = 1,
+                  on_done: Callable[[str], None] = lambda variant_id: None) -> None:
+        """Build `variant_ids` and their parents, parents first; failures are kept, not raised.
+
+        With jobs > 1, independent variants build at the same time in worker processes (spawned:
+        the parent may already run ONNX Runtime and torch thread pools).
+        """
+        needed: list[str] = []
+        for vid in variant_ids:
+            for spec in self.variants.chain(vid):
+                if spec.step is not None and spec.id not in needed:
+                    needed.append(spec.id)
+        todo = [v for v in needed if v not in self._built and v not in self.failures]
+        if jobs <= 1 or len(todo) <= 1:
+            for vid in todo:
+                with contextlib.suppress(BuildError):
+                    self.build(vid)
+                on_done(vid)
+            return
+        from concurrent.futures.process import BrokenProcessPool
+
+        try:
+            self._build_parallel(todo, jobs, on_done)
+        except BrokenProcessPool as exc:  # e.g. a script without `if __name__ == "__main__":` (spawn needs it)
+            self.log(f"[ortgate] parallel builds failed to start ({exc}); building one at a time")
+            for vid in [v for v in todo if v not in self._built and v not in self.failures]:
+                with contextlib.suppress(BuildError):
+                    self.build(vid)
+                on_done(vid)
+
+    def _build_parallel(self, todo: list[str], jobs: int, on_done: Callable[[str], None]) -> None:
+        import multiprocessing
+        from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+        remaining, running = list(todo), {}
+        payload = (self.variants, self.model, str(self.cache.root), self.calibration_texts, self.max_length)
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            while remaining or running:
+                for vid in list(remaining):
+                    parent = self.variants.specs[vid].parent
+                    if parent in self.failures:  # recorded as a failure of its own, without a build
+                        remaining.remove(vid)
+                        with contextlib.suppress(BuildError):
+                            self.build(vid)
+                        on_done(vid)
+                    elif parent is None or parent in self._built:
+                        if len(running) < jobs:
+                            remaining.remove(vid)
+                            running[pool.submit(_build_in_worker, payload, vid)] = vid
+                if not running:
+                    continue
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in done:
+                    vid = running.pop(future)
+                    ok, result, lines = future.result()
+                    for line in lines:
+                        self.log(line)
+                    if ok:
+                        self._built[vid] = result
+                    else:
+                        self.failures[vid] = result
+                    on_done(vid)
+
+
+def _build_in_worker(payload, variant_id: str):
+    """Worker process: build one variant (its parents are already in the cache)."""
+    variants, model, cache_root, texts, max_length = payload
+    lines: list[str] = []
+    builder = Builder(variants, model, Cache(Path(cache_root)), texts, max_length, log=lines.append)
+    try:
+        return True, builder.build(variant_id), lines
+    except BuildError as exc:
+        return False, exc, lines
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _describe(step) -> str:
-    return ", ".join(f"{k}={v}" for k, v in asdict(step).items() if k != "kind") or step.kind
+    return ", ".join(f"{k}={v}" for k, v in step_fields(step).items() if k != "kind") or step.kind
 
 
 def _quiet_optimum() -> None:
@@ -151,25 +333,59 @@ def export(model_dir: Path, out: Path) -> None:
     AutoTokenizer.from_pretrained(model_dir).save_pretrained(out)
 
 
+def optimization_config(step: Optimize):
+    from optimum.onnxruntime.configuration import AutoOptimizationConfig, OptimizationConfig
+
+    if step.preset is not None:  # O4 switches optimize_for_gpu on (fp16 needs a GPU)
+        return AutoOptimizationConfig.with_optimization_level(step.preset, **dict(step.options))
+    return OptimizationConfig(optimization_level=step.level, **dict(step.options))
+
+
 def optimize(parent_dir: Path, out: Path, step: Optimize) -> None:
     from optimum.onnxruntime import ORTOptimizer
-    from optimum.onnxruntime.configuration import OptimizationConfig
 
     _quiet_optimum()
-    config = OptimizationConfig(optimization_level=step.level, **dict(step.options))
     optimizer = ORTOptimizer.from_pretrained(parent_dir, file_names=[ONNX_FILE])
-    optimizer.optimize(save_dir=out, file_suffix=None, optimization_config=config)
+    optimizer.optimize(save_dir=out, file_suffix=None, optimization_config=optimization_config(step))
 
 
-def quantization_config(step: Quantize):
-    from optimum.onnxruntime.configuration import AutoQuantizationConfig
+def quantization_config(step: Quantize, operators: Sequence[str] | None = None):
+    """The ISA preset's config; `operators` (resolved, for derived lists) overrides the step's list."""
+    from onnxruntime.quantization import QuantFormat
+    from optimum.onnxruntime.configuration import ORT_DEFAULT_OPS_STATIC_QUANTIZATION_QOPS, AutoQuantizationConfig
 
+    if operators is None and isinstance(step.operators, tuple):
+        operators = step.operators
     preset = getattr(AutoQuantizationConfig, step.isa)
-    return preset(
+    config = preset(
         is_static=step.mode == "static",
         per_channel=step.per_channel,
-        operators_to_quantize=list(step.operators) if step.operators is not None else None,
+        operators_to_quantize=list(operators) if operators is not None else None,
     )
+    if step.mode == "static" and step.format == "QOperator":
+        # The presets write QDQ for static quantization; QOperator (QLinear* nodes) has its own default list.
+        config.format = QuantFormat.QOperator
+        if operators is None:
+            config.operators_to_quantize = list(ORT_DEFAULT_OPS_STATIC_QUANTIZATION_QOPS)
+    return config
+
+
+def derived_operators(which: str, parent_onnx: Path, export_onnx: Path) -> list[str]:
+    """Operator lists the reference workflow read off the graphs with Optimum's own helpers."""
+    from optimum.onnxruntime import ORTOptimizer
+
+    if which == "fused":
+        found = ORTOptimizer.get_fused_operators(parent_onnx)
+    else:
+        difference = ORTOptimizer.get_operators_difference(export_onnx, parent_onnx)
+        found = {op: n for op, n in difference.items() if (n > 0 if which == "removed" else n < 0)}
+    operators = sorted(op for op, n in found.items() if n)
+    if not operators:
+        what = {"fused": "has no fused operators", "removed": "lost no operators to optimization",
+                "added": "gained no operators from optimization"}[which]
+        raise NotApplicable(f"the parent graph {what}: there is nothing to derive operators={which!r} from",
+                            f"operators={which!r}: the parent graph {what}")
+    return operators
 
 
 def quantize(
@@ -179,8 +395,10 @@ def quantize(
     calibration_texts: Sequence[str],
     max_length: int,
     infer_shapes_first: bool,
-) -> None:
-    """Quantize the parent's graph into `out/model.onnx`.
+    export_onnx: Path | None = None,
+) -> dict:
+    """Quantize the parent's graph into `out/model.onnx`; returns the operator types it asked to quantize
+    (and, for static quantization, how many calibration rows it used).
 
     Quantizing an ORT-optimized graph fails upstream (huggingface/optimum#2186: "Unable to find data
     type for weight_name=..."), because the fused graph lacks value_info for intermediate tensors.
@@ -190,33 +408,42 @@ def quantize(
     from optimum.onnxruntime import ORTQuantizer
 
     _quiet_optimum()
+    operators, info = None, {}
+    if isinstance(step.operators, str):
+        operators = derived_operators(step.operators, parent_dir / ONNX_FILE, export_onnx or parent_dir / ONNX_FILE)
     work = out / "_input"
-    shutil.copytree(parent_dir, work, ignore=shutil.ignore_patterns("ortgate-manifest.json"))
+    shutil.copytree(parent_dir, work, ignore=shutil.ignore_patterns(MANIFEST))
     if infer_shapes_first:
         from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
 
         inferred = SymbolicShapeInference.infer_shapes(onnx.load(str(work / ONNX_FILE)), auto_merge=True)
         onnx.save(inferred, str(work / ONNX_FILE))
-    qconfig = quantization_config(step)
+    qconfig = quantization_config(step, operators)
     quantizer = ORTQuantizer.from_pretrained(work, file_name=ONNX_FILE)
     ranges = None
     if step.mode == "static":
         from optimum.onnxruntime.configuration import AutoCalibrationConfig
 
-        dataset = calibration_dataset(work, calibration_texts[: step.calibration_samples], max_length)
-        calibration = AutoCalibrationConfig.minmax(dataset)
+        # Histogram calibrators (entropy, percentile) stack every row's activations into one array, so their
+        # rows must share a length: they get rows padded to the longest one; minmax takes them as deployed.
+        dataset = calibration_dataset(work, calibration_texts[: step.calibration_samples], max_length,
+                                      pad=step.calibration != "minmax")
+        info["calibration_rows_used"] = len(dataset)  # fewer than asked when the dataset is small
+        method = {"minmax": AutoCalibrationConfig.minmax, "entropy": AutoCalibrationConfig.entropy,
+                  "percentile": AutoCalibrationConfig.percentiles}[step.calibration]
         ranges = quantizer.fit(
             dataset=dataset,
-            calibration_config=calibration,
+            calibration_config=method(dataset),
             onnx_augmented_model_name=work / "augmented.onnx",
             operators_to_quantize=qconfig.operators_to_quantize,
         )
     quantizer.quantize(save_dir=out, file_suffix=None, quantization_config=qconfig, calibration_tensors_range=ranges)
     shutil.rmtree(work)
+    return {"operators_quantized": list(qconfig.operators_to_quantize), **info}
 
 
-def calibration_dataset(model_dir: Path, texts: Sequence[str], max_length: int):
-    """Tokenized calibration rows (batch 1, unpadded, as the model sees them at inference)."""
+def calibration_dataset(model_dir: Path, texts: Sequence[str], max_length: int, pad: bool = False):
+    """Tokenized calibration rows (batch 1, unpadded as the model sees them at inference, unless `pad`)."""
     import datasets
     import onnx
     from transformers import AutoTokenizer
@@ -225,5 +452,5 @@ def calibration_dataset(model_dir: Path, texts: Sequence[str], max_length: int):
         raise BuildError("static quantization needs calibration rows, and the dataset left none")
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     inputs = {i.name for i in onnx.load(str(model_dir / ONNX_FILE), load_external_data=False).graph.input}
-    encoded = tokenizer(list(texts), truncation=True, max_length=max_length)
+    encoded = tokenizer(list(texts), truncation=True, max_length=max_length, padding="longest" if pad else False)
     return datasets.Dataset.from_dict({k: v for k, v in encoded.items() if k in inputs})

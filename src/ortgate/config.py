@@ -15,6 +15,8 @@ from pathlib import Path
 from ortgate.data import parse_label_map
 from ortgate.errors import ConfigError
 from ortgate.gate import GATE_MODES, SpeedFloor, ToleranceTable, parse_speed_floors, parse_tolerance_table
+from ortgate.matrix import PRESET_NAMES, read_matrix_file, resolve_matrix
+from ortgate.variants import DEFAULT_VARIANTS, VariantSet
 
 DEFAULTS: dict[str, object] = {
     "model": None,  # None: the default MiniLM sentiment model, built on first use
@@ -25,7 +27,14 @@ DEFAULTS: dict[str, object] = {
     "label_map": None,  # default: the model's id2label (ids or names)
     "max_length": 128,
     "limit": None,
-    "variants": None,  # None: every variant of the default set
+    "variants": None,  # None: every variant of the preset (+ user matrix); in pyproject, a table defines a matrix
+    "preset": "default",
+    "matrix": None,  # a TOML file with [variants.<id>] entries
+    "strict": False,
+    "build_jobs": 1,
+    "structure_dir": "ortgate-structure",
+    "update_structure": False,
+    "int8_max_size_fraction": 0.75,
     "tolerance": "1.0pp",
     "gate_mode": "point",
     "confidence": 0.95,
@@ -51,7 +60,19 @@ OPTION_HELP: dict[str, str] = {
     "label_map": "dataset value = model label pairs, e.g. positive=POSITIVE,negative=NEGATIVE",
     "max_length": "tokenizer truncation length (default 128)",
     "limit": "evaluate at most this many rows (default: all; 3,000 for the default data)",
-    "variants": "comma-separated variant ids or globs to run (default: all); the baseline always runs",
+    "variants": "comma-separated variant ids or globs to run (default: all of the preset and user matrix); the "
+    "baseline always runs",
+    "preset": "variant matrix: default (9 variants), quick (5, for CI), reference (the reference workflow's 20), "
+    "full (the cartesian product of the axes, 129)",
+    "matrix": "TOML file of user variants ([variants.<id>] with parent and optimize = {...} or quantize = {...}), "
+    "added to the preset; pyproject's [tool.ortgate.variants.<id>] works the same way",
+    "strict": "a variant that cannot be built fails its tests (default: they are reported as expected failures)",
+    "build_jobs": "build independent variants in this many worker processes (default 1)",
+    "structure_dir": "where the expected graph structure of each model's variants is recorded "
+    "(default: ortgate-structure/; commit it like a benchmark baseline)",
+    "update_structure": "record the graph structure of this run's variants as the expected one",
+    "int8_max_size_fraction": "structural rule: an int8 variant is at most this fraction of its fp32 parent's "
+    "size (default 0.75)",
     "tolerance": "allowed accuracy/F1 drop: 1.0pp (absolute points), 2%% (relative), per variant "
     "with id=value, e.g. 1pp,static-int8=3pp (default 1.0pp)",
     "gate_mode": "point: the estimated drop must be within tolerance (default); noninferiority: the upper "
@@ -69,9 +90,10 @@ OPTION_HELP: dict[str, str] = {
     "repeat": "measure every variant's throughput N times, the whole matrix per repeat (default 1)",
     "cross_machine": "allow --benchmark-compare against a run saved on a CPU with another fingerprint",
 }
-FLAGS = ("cross_machine",)  # on/off options: --ortgate-cross-machine
+FLAGS = ("cross_machine", "strict", "update_structure")  # on/off options: --ortgate-cross-machine
 
-_POSITIVE_INTS = ("max_length", "limit", "threads", "eval_batch_size", "bench_samples", "bench_rounds", "repeat")
+_POSITIVE_INTS = ("max_length", "limit", "threads", "eval_batch_size", "bench_samples", "bench_rounds", "repeat",
+                  "build_jobs")
 
 
 @dataclass(frozen=True)
@@ -85,6 +107,14 @@ class Settings:
     max_length: int = 128
     limit: int | None = None
     variants: tuple[str, ...] | None = None
+    preset: str = "default"
+    variant_set: VariantSet = DEFAULT_VARIANTS
+    user_variant_ids: tuple[str, ...] = ()
+    strict: bool = False
+    build_jobs: int = 1
+    structure_dir: Path = Path("ortgate-structure")
+    update_structure: bool = False
+    int8_max_size_fraction: float = 0.75
     tolerance: ToleranceTable = field(default_factory=ToleranceTable)
     gate_mode: str = "point"
     confidence: float = 0.95
@@ -160,8 +190,19 @@ def read_pyproject(rootdir: Path) -> dict:
 
 def resolve_settings(cli: Mapping[str, object], pyproject: Mapping[str, object], rootdir: Path) -> Settings:
     """Merge (command line wins), validate, and type every setting."""
+    pyproject = dict(pyproject)
+    user_tables: list[tuple[str, Mapping]] = []
+    if isinstance(pyproject.get("variants"), Mapping):  # [tool.ortgate.variants.<id>]: a user matrix
+        user_tables.append(("tool.ortgate.variants", pyproject.pop("variants")))
     raw = {name: cli.get(name) if cli.get(name) is not None else pyproject.get(name, default)
            for name, default in DEFAULTS.items()}
+    if raw["matrix"] is not None:
+        matrix_path = Path(str(raw["matrix"])).expanduser()
+        matrix_path = matrix_path if matrix_path.is_absolute() else Path(rootdir) / matrix_path
+        user_tables.append(("variants", read_matrix_file(matrix_path)))
+    preset = _as_choice(raw["preset"], "preset", PRESET_NAMES)
+    variant_set, user_ids = resolve_matrix(preset, user_tables)
+    structure_dir = Path(str(raw["structure_dir"])).expanduser()
     ints = {name: _as_int(raw[name], name, 1) for name in _POSITIVE_INTS}
     warmup = _as_int(raw["warmup_rounds"], "warmup_rounds", 0)
     cache_dir = raw["cache_dir"] or os.environ.get("ORTGATE_CACHE_DIR") or "~/.cache/ortgate"
@@ -176,6 +217,14 @@ def resolve_settings(cli: Mapping[str, object], pyproject: Mapping[str, object],
         max_length=ints["max_length"],
         limit=ints["limit"],
         variants=_as_list(raw["variants"], "variants"),
+        preset=preset,
+        variant_set=variant_set,
+        user_variant_ids=user_ids,
+        strict=_as_bool(raw["strict"], "strict"),
+        build_jobs=ints["build_jobs"],
+        structure_dir=structure_dir if structure_dir.is_absolute() else Path(rootdir) / structure_dir,
+        update_structure=_as_bool(raw["update_structure"], "update_structure"),
+        int8_max_size_fraction=_as_fraction(raw["int8_max_size_fraction"], "int8_max_size_fraction"),
         tolerance=parse_tolerance_table(raw["tolerance"]),
         gate_mode=_as_choice(raw["gate_mode"], "gate_mode", GATE_MODES),
         confidence=_as_fraction(raw["confidence"], "confidence"),

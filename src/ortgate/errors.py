@@ -18,7 +18,18 @@ class DataError(OrtgateError):
 
 
 class BuildError(OrtgateError):
-    """A variant could not be built."""
+    """A variant could not be built. `reason` is the short cause a results table shows."""
+
+    def __init__(self, message: str, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason or (message.strip().splitlines() or [type(self).__name__])[0]
+
+    @property
+    def first_line(self) -> str:
+        return self.reason
+
+    def __reduce__(self):  # keep `reason` when a worker process sends the error back
+        return type(self), (self.args[0], self.reason)
 
 
 class DownloadError(OrtgateError):

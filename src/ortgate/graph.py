@@ -1,29 +1,73 @@
-"""What a variant's ONNX graph contains: node counts, fused and quantized operators. Reads, never runs."""
+"""What a variant's ONNX graph contains: nodes, fused and quantized operators, weight types, size.
+
+Reads, never runs. `graph_summary` is what the results JSON and the summary keep for every variant;
+`structure.py` turns it into checks that do not depend on timing.
+"""
 
 from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
 
-QUANTIZED_OPS = ("DynamicQuantizeLinear", "MatMulInteger", "DynamicQuantizeMatMul", "QuantizeLinear",
-                 "DequantizeLinear", "QLinearMatMul", "QAttention", "QGemm", "MatMulIntegerToFloat",
-                 "QLinearAdd", "QLinearMul", "QOrderedAttention")
+# Quantized node kinds, as ONNX Runtime's quantizer writes them.
+DYNAMIC_OPS = ("DynamicQuantizeLinear", "MatMulInteger", "DynamicQuantizeMatMul", "MatMulIntegerToFloat",
+               "QAttention", "ConvInteger", "DynamicQuantizeLSTM")
+QUANTIZED_OPS = (*DYNAMIC_OPS, "QuantizeLinear", "DequantizeLinear", "QLinearMatMul", "QGemm", "QLinearAdd",
+                 "QLinearMul", "QLinearConv", "QLinearSoftmax", "QLinearConcat", "QOrderedAttention",
+                 "QEmbedLayerNormalization")
+INT8_TYPES = ("INT8", "UINT8")
 
 
-def graph_summary(onnx_path: Path) -> dict:
-    """Node count, operator counts, fused (com.microsoft contrib) and quantized operator counts."""
+def _is_qlinear(op: str) -> bool:
+    return op.startswith("QLinear") or op in ("QGemm", "QEmbedLayerNormalization", "QOrderedAttention")
+
+
+def graph_summary(onnx_path: Path, export_summary: dict | None = None) -> dict:
+    """Node and operator counts, fused (com.microsoft contrib) operators, quantized nodes by kind
+    (dynamic, QLinear, QDQ pairs), float MatMuls left with a constant weight, weights' data types and the
+    file size; with `export_summary`, the node and operator differences from the plain export."""
     import onnx
     from onnx import TensorProto
 
     model = onnx.load(str(onnx_path), load_external_data=False)
-    ops = Counter(node.op_type for node in model.graph.node)
-    fused = Counter(node.op_type for node in model.graph.node if node.domain == "com.microsoft")
-    weight_types = Counter(TensorProto.DataType.Name(t.data_type) for t in model.graph.initializer)
-    return {
-        "nodes": sum(ops.values()),
+    nodes = list(model.graph.node)
+    ops = Counter(node.op_type for node in nodes)
+    fused = Counter(node.op_type for node in nodes if node.domain == "com.microsoft")
+    initializers = {t.name: t for t in model.graph.initializer}
+    weight_types = Counter(TensorProto.DataType.Name(t.data_type) for t in initializers.values())
+    weight_bytes = Counter()
+    for t in initializers.values():
+        weight_bytes[TensorProto.DataType.Name(t.data_type)] += len(t.raw_data)
+    producers = {out: node for node in nodes for out in node.output}
+    qdq_pairs = sum(1 for node in nodes if node.op_type == "DequantizeLinear"
+                    and node.input and producers.get(node.input[0]) is not None
+                    and producers[node.input[0]].op_type == "QuantizeLinear")
+    dq_weights = sum(1 for node in nodes if node.op_type == "DequantizeLinear" and node.input
+                     and node.input[0] in initializers)
+    float_weight_matmuls = sum(1 for node in nodes if node.op_type == "MatMul" and len(node.input) > 1
+                               and node.input[1] in initializers
+                               and initializers[node.input[1]].data_type == TensorProto.FLOAT)
+    summary = {
+        "nodes": len(nodes),
         "operators": dict(sorted(ops.items())),
         "fused_operators": dict(sorted(fused.items())),
         "quantized_operators": {op: ops[op] for op in QUANTIZED_OPS if ops[op]},
+        "quantized_nodes": {
+            "dynamic": sum(ops[op] for op in DYNAMIC_OPS),
+            "qlinear": sum(n for op, n in ops.items() if _is_qlinear(op)),
+            "qdq_pairs": qdq_pairs,
+            "dequantized_weights": dq_weights,
+        },
+        "float_weight_matmuls": float_weight_matmuls,
         "initializer_types": dict(sorted(weight_types.items())),
+        "int8_weight_fraction": (sum(weight_bytes[t] for t in INT8_TYPES) / sum(weight_bytes.values())
+                                 if sum(weight_bytes.values()) else 0.0),
         "size_bytes": onnx_path.stat().st_size,
     }
+    if export_summary is not None:
+        summary["nodes_vs_export"] = summary["nodes"] - export_summary["nodes"]
+        every = set(ops) | set(export_summary["operators"])
+        summary["operators_vs_export"] = {
+            op: ops.get(op, 0) - export_summary["operators"].get(op, 0) for op in sorted(every)
+            if ops.get(op, 0) != export_summary["operators"].get(op, 0)}
+    return summary

@@ -17,7 +17,7 @@ from ortgate.errors import OrtgateError
 from ortgate.isa import fingerprint_id, machine_fingerprint
 from ortgate.report import render_terminal, summary_document, write_results
 from ortgate.session import RunSession
-from ortgate.variants import BASELINE_ID, DEFAULT_VARIANTS
+from ortgate.variants import BASELINE_ID
 
 SETTINGS_KEY = pytest.StashKey[Settings]()
 SESSION_KEY = pytest.StashKey[RunSession]()
@@ -41,7 +41,7 @@ def pytest_configure(config: pytest.Config) -> None:
     cli = {name: config.getoption(f"ortgate_{name}") for name in OPTION_HELP}
     try:
         settings = resolve_settings(cli, read_pyproject(config.rootpath), config.rootpath)
-        DEFAULT_VARIANTS.select(settings.variants)  # unknown names are a usage error, before collection
+        settings.variant_set.select(settings.variants)  # unknown names are a usage error, before collection
     except OrtgateError as exc:
         raise pytest.UsageError(f"ortgate: {exc}") from None
     config.stash[SETTINGS_KEY] = settings
@@ -93,6 +93,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         return callspec.params.get("ortgate_repeat", 0) if callspec else 0
 
     items.sort(key=repeat_of)
+    # Build only what the remaining tests use (after -k and deselection), all before the first measurement.
+    if SESSION_KEY in config.stash:
+        used = {item.callspec.params.get(name) for item in items if hasattr(item, "callspec")
+                for name in ("ortgate_variant", "ortgate_candidate")}
+        session = config.stash[SESSION_KEY]
+        session.planned_ids = [v for v in session.selected_ids if v in used]
 
 
 @pytest.fixture
@@ -108,11 +114,21 @@ def ortgate(pytestconfig: pytest.Config) -> RunSession:
 
 
 def _built_variant_id(request: pytest.FixtureRequest, session: RunSession) -> str:
+    """Build the run's variants (all of them, the first time), then hand out this one, or report why not:
+    a variant that could not be built is an expected failure (a failure with --ortgate-strict), one that
+    does not apply here (an fp16 GPU graph on a CPU) is skipped."""
     variant_id = request.param
     try:
-        session.built(variant_id)
+        status, reason = session.build_status(variant_id)
     except OrtgateError as exc:
         pytest.fail(f"ortgate: {exc}", pytrace=False)
+    if status == "not applicable":
+        pytest.skip(f"{variant_id} not applicable: {reason}")
+    if status == "build failed":
+        message = f"{variant_id} build failed: {reason}"
+        if session.settings.strict:
+            pytest.fail(message, pytrace=False)
+        pytest.xfail(message)
     return variant_id
 
 

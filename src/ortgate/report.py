@@ -20,18 +20,29 @@ def summary_rows(session: RunSession) -> list[dict]:
     base_eval = session.evaluations.get(BASELINE_ID)
     base_speed = session.speed(BASELINE_ID, SPEED_MODE)
     base_model_only = session.speed(BASELINE_ID, "model-only")
+    ids = session.planned_ids if session.planned_ids is not None else session.selected_ids
     rows = []
-    for vid in session.selected_ids:
-        evaluation = session.evaluations.get(vid)
-        speed = session.speed(vid, SPEED_MODE)
-        model_only = session.speed(vid, "model-only")
-        if evaluation is None and speed is None and model_only is None and vid not in session.speed_checks:
-            continue
-        built = session.built(vid)  # already built: it was evaluated or timed
-        graph = session.graph(vid) if built else None
-        step = session.variants.specs[vid].step
-        row: dict = {"variant": vid, "description": session.variants.specs[vid].description,
+    for vid in ids:
+        spec = session.variants.specs[vid]
+        step = spec.step
+        row: dict = {"variant": vid, "description": spec.description, "parent": spec.parent,
                      "isa": step.isa if isinstance(step, Quantize) else None}
+        status, reason = session.build_status(vid) if session._builds_done else ("pending", None)
+        if status in ("build failed", "not applicable"):
+            row.update({"build": status, "build_error": reason, "gate": status})
+            rows.append(row)
+            continue
+        original = session.same_graph.get(vid) or (session.duplicate_of(vid) if status == "built" else None)
+        evaluation = session.evaluations.get(vid)
+        speed = session.speed(vid, SPEED_MODE) or (original and session.speed(original, SPEED_MODE))
+        model_only = session.speed(vid, "model-only") or (original and session.speed(original, "model-only"))
+        if evaluation is None and speed is None and model_only is None and vid not in session.speed_checks \
+                and vid not in session.structure_checks:
+            continue
+        built = session.built(vid)  # already built: it was evaluated, timed or inspected
+        graph = session.graph(vid) if built else None
+        if original:
+            row["same_graph_as"] = original
         if evaluation:
             row.update(evaluation.metrics.as_dict())
             if base_eval:
@@ -52,21 +63,29 @@ def summary_rows(session: RunSession) -> list[dict]:
             if base_speed:
                 row["speed_ratio"] = speed.samples_per_s / base_speed.samples_per_s
                 row["speed_delta_pct"] = (row["speed_ratio"] - 1) * 100
-        if vid in session.speed_checks:
-            check = session.speed_checks[vid]
+        check = session.speed_checks.get(vid) or (original and session.speed_checks.get(original))
+        if check:
             row["speed_check"] = {"reference": check.reference_id, "ratio": check.ratio,
                                   "interval": list(check.interval), "passed": check.passed,
                                   "floor": str(check.floor) if check.floor else None}
         if session.settings.repeat > 1 and speed:
-            row["samples_per_s_repeats"] = session.speed_distribution(vid, SPEED_MODE)
+            row["samples_per_s_repeats"] = session.speed_distribution(original or vid, SPEED_MODE)
         if model_only:
             row["model_only_samples_per_s"] = model_only.samples_per_s
             if base_model_only:
                 row["model_only_speed_ratio"] = model_only.samples_per_s / base_model_only.samples_per_s
         if built:
             row["size_mb"] = built.size_bytes / 1e6
+            row["build"] = "cache hit" if built.cache_hit else "built"
+            row["build_seconds"] = built.build_seconds
             row["cache_hit"] = built.cache_hit
             row["graph"] = graph
+            if built.metadata.get("operators_quantized") is not None:
+                row["operators_quantized"] = built.metadata["operators_quantized"]
+            if vid in session.structure_checks:
+                structure = session.structure_checks[vid]
+                row["structure"] = {"passed": structure.passed, "problems": list(structure.problems),
+                                    "notes": list(structure.notes), "record": structure.record}
         elif vid == BASELINE_ID:
             row["size_mb"] = sum(p.stat().st_size for p in session.model.path.glob("*.safetensors")) / 1e6
         rows.append(row)
@@ -94,6 +113,10 @@ def summary_document(session: RunSession) -> dict:
                      "warmup_rounds": s.warmup_rounds, "repeat": s.repeat, "speed_mode": SPEED_MODE},
         "baseline": BASELINE_ID,
         "best": best_variant(rows),
+        "preset": s.preset,
+        "user_variants": list(s.user_variant_ids),
+        "build_wall_seconds": session.build_wall_seconds,
+        "build_jobs": s.build_jobs,
         "harness_checks": [{"variant": c.variant_id, "harness_samples_per_s": c.harness.samples_per_s,
                             "bare_samples_per_s": c.bare.samples_per_s, "ratio": c.ratio}
                            for c in session.harness_checks],
@@ -116,20 +139,34 @@ COLUMNS = [  # (header, key, format)
     ("model-only/s", "model_only_samples_per_s", "{:.1f}"),
     ("model-only ratio", "model_only_speed_ratio", "{:.2f}x"),
     ("size MB", "size_mb", "{:.1f}"),
+    ("nodes (Δ export)", "nodes", "{}"),
     ("fused ops", "fused", "{}"),
+    ("quantized", "quantized", "{}"),
+    ("structure", "structure_verdict", "{}"),
 ]
 
 
 # The terminal table leaves out what the Markdown and JSON keep (precision, recall, latency).
 TERMINAL_KEYS = ("variant", "accuracy", "f1", "accuracy_delta_pp", "gate", "samples_per_s", "speed_ratio",
-                 "model_only_samples_per_s", "model_only_speed_ratio", "size_mb", "fused")
+                 "model_only_samples_per_s", "size_mb", "fused", "quantized", "structure_verdict")
 _SHORT_OPS = {"SkipLayerNormalization": "SkipLN", "LayerNormalization": "LN", "EmbedLayerNormalization": "EmbedLN"}
 
 
 def _cells(row: dict, columns=COLUMNS) -> list[str]:
     graph = row.get("graph") or {}
     fused = " ".join(f"{_SHORT_OPS.get(k, k)}×{v}" for k, v in graph.get("fused_operators", {}).items())
-    row = {**row, "fused": fused or ("-" if graph else "")}
+    q = graph.get("quantized_nodes", {})
+    quantized = " ".join(f"{k.replace('_', ' ')} {v}" for k, v in q.items() if v and k != "dequantized_weights")
+    nodes = f"{graph['nodes']} ({graph['nodes_vs_export']:+d})" if "nodes_vs_export" in graph else graph.get("nodes")
+    structure = row.get("structure")
+    verdict = ("pass" if structure["passed"] else "FAIL") if structure else None
+    gate = row.get("gate")
+    if row.get("build_error"):
+        gate = f"{row['build']}: {row['build_error'][:80]}"
+    elif row.get("same_graph_as"):
+        gate = f"{gate} (= {row['same_graph_as']})" if gate else f"= {row['same_graph_as']}"
+    row = {**row, "fused": fused or ("-" if graph else ""), "quantized": quantized or ("-" if graph else ""),
+           "nodes": nodes, "structure_verdict": verdict, "gate": gate}
     return [fmt.format(row[key]) if row.get(key) not in (None, "") else "" for _, key, fmt in columns]
 
 
@@ -153,6 +190,38 @@ def render_markdown(doc: dict) -> str:
         "|" + "|".join("---" for _ in COLUMNS) + "|",
     ]
     lines += ["| " + " | ".join(_cells(row)) + " |" for row in doc["variants"]]
+    failed = [r for r in doc["variants"] if r.get("build_error")]
+    built = [r for r in doc["variants"] if "build_seconds" in r]
+    if failed or built:
+        lines += ["", "## Builds", ""]
+        if doc.get("build_wall_seconds") is not None:
+            lines.append(f"- {len(built)} variants ready in {doc['build_wall_seconds']:.1f}s of wall time with "
+                         f"{doc.get('build_jobs', 1)} build job(s); cold builds took "
+                         f"{sum(r['build_seconds'] for r in built if r.get('build') == 'built'):.1f}s in all, "
+                         f"{sum(1 for r in built if r.get('build') == 'cache hit')} came from the cache")
+        lines += [f"- **{r['variant']}**: {r['build']}: {r['build_error']}" for r in failed]
+        same = [r for r in doc["variants"] if r.get("same_graph_as")]
+        lines += [f"- {r['variant']}: same graph as {r['same_graph_as']} (byte-identical model.onnx; its evaluation "
+                  "and speed are reused)" for r in same]
+    graphs = [r for r in doc["variants"] if r.get("graph")]
+    if graphs:
+        lines += ["", "## Graphs", "",
+                  "| variant | nodes | Δ export | fused operators | quantized nodes (dynamic / QLinear / QDQ pairs) | "
+                  "fp32-weight MatMuls | weight types | int8 share of weight bytes | operators quantized | "
+                  "structure |", "|---|---|---|---|---|---|---|---|---|---|"]
+        for r in graphs:
+            g = r["graph"]
+            q = g.get("quantized_nodes", {})
+            st = r.get("structure")
+            verdict = "" if not st else ("pass" if st["passed"] else "FAIL: " + "; ".join(st["problems"]))
+            lines.append(
+                f"| {r['variant']} | {g['nodes']} | {g.get('nodes_vs_export', 0):+d} | "
+                f"{', '.join(f'{k}×{v}' for k, v in g['fused_operators'].items()) or '–'} | "
+                f"{q.get('dynamic', 0)} / {q.get('qlinear', 0)} / {q.get('qdq_pairs', 0)} | "
+                f"{g.get('float_weight_matmuls', 0)} | "
+                f"{', '.join(f'{k}×{v}' for k, v in g['initializer_types'].items())} | "
+                f"{g.get('int8_weight_fraction', 0):.0%} | {', '.join(r.get('operators_quantized') or []) or '–'} | "
+                f"{verdict} |")
     paired = [r for r in doc["variants"] if r.get("paired")]
     if paired:
         conf = f"{paired[0]['paired']['confidence']:.0%}"

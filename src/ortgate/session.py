@@ -17,7 +17,7 @@ from functools import cached_property
 
 import numpy as np
 
-from ortgate.build import Builder, BuiltVariant
+from ortgate.build import Builder, BuiltVariant, NotApplicable, library_versions
 from ortgate.cache import Cache
 from ortgate.config import Settings
 from ortgate.data import EvalData, load_eval_data
@@ -35,6 +35,7 @@ from ortgate.stats import (
     paired_comparison,
     speed_ratio_interval,
 )
+from ortgate.structure import StructureCheck, StructureRecords, rule_problems
 from ortgate.throughput import (
     Speed,
     bare_onnxruntime_workload,
@@ -43,7 +44,7 @@ from ortgate.throughput import (
     speed_from_round_times,
     workload,
 )
-from ortgate.variants import BASELINE_ID, DEFAULT_VARIANTS, Quantize, VariantSet
+from ortgate.variants import BASELINE_ID, Optimize, Quantize, VariantSet
 
 Log = Callable[[str], None]
 
@@ -63,7 +64,8 @@ class RunSession:
     log: Log = print
     # Long work with progress bars runs inside this (pytest: output capture suspended).
     progress_scope: Callable[[], AbstractContextManager] = contextlib.nullcontext
-    variants: VariantSet = DEFAULT_VARIANTS
+    variants: VariantSet | None = None  # None: the settings' preset and user matrix
+    planned_ids: list[str] | None = None  # the variants the collected tests use (after -k); None: all selected
     evaluations: dict[str, Evaluation] = field(default_factory=dict)
     speeds: dict[tuple[str, str], list[Speed]] = field(default_factory=dict)  # one Speed per repeat
     harness_checks: list[HarnessCheck] = field(default_factory=list)
@@ -71,10 +73,19 @@ class RunSession:
     _gates: dict[tuple[str, str], GateResult] = field(default_factory=dict)
     _graphs: dict[str, dict | None] = field(default_factory=dict)
     speed_checks: dict[str, SpeedCheck] = field(default_factory=dict)
+    structure_checks: dict[str, StructureCheck] = field(default_factory=dict)
+    same_graph: dict[str, str] = field(default_factory=dict)  # variant -> first variant with a byte-identical graph
+    build_wall_seconds: float | None = None
+    _builds_done: bool = False
+
+    def __post_init__(self) -> None:
+        if self.variants is None:
+            self.variants = self.settings.variant_set
 
     @property
     def has_results(self) -> bool:
-        return bool(self.evaluations or self.speeds or self.speed_checks or self.harness_checks)
+        return bool(self.evaluations or self.speeds or self.speed_checks or self.harness_checks
+                    or self.structure_checks or (self._builds_done and self.builder.failures))
 
     @cached_property
     def selected_ids(self) -> list[str]:
@@ -103,7 +114,78 @@ class RunSession:
                        self.settings.max_length, log=self.log)
 
     def built(self, variant_id: str) -> BuiltVariant | None:
-        return None if variant_id == BASELINE_ID else self.builder.build(variant_id)
+        """The variant's build (None for the baseline); raises BuildError if it could not be built."""
+        if variant_id == BASELINE_ID:
+            return None
+        self.build_all()
+        return self.builder.build(variant_id)
+
+    def build_status(self, variant_id: str) -> tuple[str, str | None]:
+        """("built" | "build failed" | "not applicable" | "baseline", the reason) after the builds ran."""
+        if variant_id == BASELINE_ID:
+            return "baseline", None
+        self.build_all()
+        status = self.builder.status(variant_id)
+        failure = self.builder.failures.get(variant_id)
+        return status, failure.first_line if failure else None
+
+    def build_all(self) -> None:
+        """Build every planned variant (and its parents) before anything is measured, so no build runs
+        beside a measurement. Variants that cannot build are kept as results; GPU-only graphs are not
+        applicable on a machine without a GPU provider unless asked for by name."""
+        if self._builds_done:
+            return
+        self._builds_done = True
+        ids = [v for v in (self.planned_ids if self.planned_ids is not None else self.selected_ids) if v != BASELINE_ID]
+        for vid in ids:
+            reason = self.not_applicable_reason(vid)
+            if reason:
+                self.builder.mark_not_applicable(vid, reason)
+        todo = [v for v in ids if v not in self.builder.failures]
+        started = time.perf_counter()
+        with self.progress_scope():
+            from tqdm.auto import tqdm
+
+            with tqdm(total=len(todo), desc="building variants", unit="variant", disable=len(todo) < 2) as bar:
+                self.builder.build_all(todo, jobs=self.settings.build_jobs, on_done=lambda vid: bar.update(1))
+        self.build_wall_seconds = time.perf_counter() - started
+        failed = {v: e for v, e in self.builder.failures.items() if v in ids}
+        built = sum(1 for v in ids if self.builder.status(v) == "built")
+        self.log(f"[ortgate] builds: {built} of {len(ids)} variants ready in {self.build_wall_seconds:.1f}s "
+                 f"({self.settings.build_jobs} job{'s' if self.settings.build_jobs > 1 else ''})"
+                 + (f"; not built: {', '.join(failed)}" if failed else ""))
+        for vid, exc in failed.items():
+            kind = "not applicable" if isinstance(exc, NotApplicable) else "build failed"
+            self.log(f"[ortgate] variant {vid}: {kind}: {exc.first_line}")
+
+    def not_applicable_reason(self, variant_id: str) -> str | None:
+        """Why a GPU-only graph (O4, fp16) is skipped here, unless the variant was asked for explicitly."""
+        explicit = set(self.settings.user_variant_ids) | {
+            p for p in (self.settings.variants or ()) if not any(c in p for c in "*?[")}
+        for spec in self.variants.chain(variant_id):
+            if isinstance(spec.step, Optimize) and spec.step.for_gpu and variant_id not in explicit:
+                import onnxruntime
+
+                providers = onnxruntime.get_available_providers()
+                if not any(p in providers for p in ("CUDAExecutionProvider", "ROCMExecutionProvider",
+                                                     "TensorrtExecutionProvider", "DmlExecutionProvider")):
+                    return (f"{spec.id} writes an fp16 graph for a GPU (optimize_for_gpu, fp16) and this machine "
+                            f"has no GPU execution provider ({', '.join(providers)}); name the variant in "
+                            "--ortgate-variants to build it anyway")
+        return None
+
+    def duplicate_of(self, variant_id: str) -> str | None:
+        """The first selected variant (in definition order) whose model.onnx is byte-identical to this one's."""
+        if variant_id == BASELINE_ID or self.builder.status(variant_id) != "built":
+            return None
+        mine = self.built(variant_id).graph_sha256
+        for other in self.selected_ids:
+            if other == variant_id:
+                return None
+            if other != BASELINE_ID and self.builder.status(other) == "built" and mine \
+                    and self.built(other).graph_sha256 == mine:
+                return other
+        return None
 
     def predictor(self, variant_id: str) -> Predictor:
         if variant_id not in self._predictors:
@@ -117,6 +199,15 @@ class RunSession:
 
     def evaluate(self, variant_id: str) -> Evaluation:
         if variant_id not in self.evaluations:
+            original = self.duplicate_of(variant_id)
+            if original is not None:  # a byte-identical graph gives identical logits: evaluate it once
+                first = self.evaluate(original)
+                self.same_graph[variant_id] = original
+                self.log(f"[ortgate] variant {variant_id}: same graph as {original} (byte-identical model.onnx); "
+                         "its evaluation is reused")
+                self.evaluations[variant_id] = Evaluation(variant_id, first.logits, first.predictions,
+                                                          first.metrics, 0.0)
+                return self.evaluations[variant_id]
             predictor = self.predictor(variant_id)
             started = time.perf_counter()
             with self.progress_scope():
@@ -174,11 +265,44 @@ class RunSession:
         return self.data.texts[: self.settings.bench_samples]
 
     def graph(self, variant_id: str) -> dict | None:
-        """What the variant's graph contains (read once: the summary is rendered for JSON and terminal)."""
+        """What the variant's graph contains, with its differences from the plain export (read once)."""
         if variant_id not in self._graphs:
             built = self.built(variant_id)
-            self._graphs[variant_id] = graph_summary(built.onnx_path) if built else None
+            if built is None:
+                self._graphs[variant_id] = None
+            else:
+                root = self.variants.chain(variant_id)[0].id
+                export = None if root == variant_id else self.graph(root)
+                self._graphs[variant_id] = graph_summary(built.onnx_path, export)
         return self._graphs[variant_id]
+
+    @cached_property
+    def structure_records(self) -> StructureRecords:
+        name = self.settings.model or "default-minilm-vader-sentiment"
+        return StructureRecords(self.settings.structure_dir, name)
+
+    def structure(self, variant_id: str) -> StructureCheck:
+        """The variant's graph against the rules of its definition and the recorded expected structure."""
+        if variant_id not in self.structure_checks:
+            import json
+
+            from ortgate.isa import cpu_fingerprint, fingerprint_id
+
+            built, graph = self.built(variant_id), self.graph(variant_id)
+            fp32 = self.variants.fp32_ancestor(variant_id)
+            model_type = json.loads((self.model.path / "config.json").read_text()).get("model_type", "")
+            problems = rule_problems(self.variants, variant_id, graph, self.graph(fp32) if fp32 else None,
+                                     model_type, built.metadata.get("operators_quantized"),
+                                     self.settings.int8_max_size_fraction)
+            key = variant_id
+            if self.variants.hardware_specific(variant_id):
+                key = f"{variant_id}@{fingerprint_id(cpu_fingerprint())}"
+            record_problems, notes, record = self.structure_records.check(
+                key, graph, self.variants.content_hash(variant_id), library_versions(),
+                update=self.settings.update_structure)
+            self.structure_checks[variant_id] = StructureCheck(variant_id, tuple(problems + record_problems),
+                                                               tuple(notes), record)
+        return self.structure_checks[variant_id]
 
     # ------------------------------------------------------------ speed
 
@@ -227,8 +351,12 @@ class RunSession:
         return self.speed_checks[variant_id]
 
     def first_int8_variant(self) -> str | None:
-        quantized = [v for v in self.selected_ids if isinstance(self.variants.specs[v].step, Quantize)]
-        return quantized[0] if quantized else None
+        """The first selected quantized variant that was built (the harness check times it)."""
+        ids = self.planned_ids if self.planned_ids is not None else self.selected_ids
+        for vid in ids:
+            if isinstance(self.variants.specs[vid].step, Quantize) and self.build_status(vid)[0] == "built":
+                return vid
+        return None
 
     def bare_onnxruntime(self, variant_id: str) -> Callable[[], None]:
         predictor = self.predictor(variant_id)
