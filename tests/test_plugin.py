@@ -29,8 +29,8 @@ def test_suite_gates_benchmarks_summarizes_and_reuses_the_cache(suite, pytester)
     # is within scheduling noise (tests/test_throughput.py checks its arithmetic; the main job runs it).
     first = suite("--ortgate-variants=onnx,O99-dynamic-int8-arm64", "--benchmark-json=out/bench.json",
                   "--ortgate-label-map=negative=NEGATIVE,positive=POSITIVE", "-k", "not harness")
-    # 2 gates × 2 variants, 2 modes × 3 variants, the bare loop, a speed check per variant
-    first.assert_outcomes(passed=4 + 6 + 1 + 2)
+    # 2 gates × 2 variants, 2 modes × 3 variants, the bare loop, a speed check and a structure check per variant
+    first.assert_outcomes(passed=4 + 6 + 1 + 2 + 2)
     first.stdout.fnmatch_lines(["*ortgate summary*", "*pytorch*baseline*", "*O99-dynamic-int8-arm64*pass*",
                                 "results: *summary.json*"])
     doc = json.loads((pytester.path / "ortgate-results" / "summary.json").read_text())
@@ -48,7 +48,7 @@ def test_suite_gates_benchmarks_summarizes_and_reuses_the_cache(suite, pytester)
     first.stdout.fnmatch_lines(["*variant O99-dynamic-int8-arm64: built*"])
 
     second = suite("--ortgate-variants=O99-dynamic-int8-arm64", "--benchmark-skip", "-k", "not harness")
-    second.assert_outcomes(passed=3, skipped=5)  # gates and speed checks run; benchmarks skip
+    second.assert_outcomes(passed=4, skipped=5)  # gates, speed and structure checks run; benchmarks skip
     second.stdout.fnmatch_lines(["*variant O99-dynamic-int8-arm64: cache hit*"])
     assert "building" not in second.stdout.str()
 
@@ -115,6 +115,90 @@ def test_pyproject_settings_apply_and_command_line_wins(suite, pytester):
     result.assert_outcomes(passed=4)
 
 
+USER_MATRIX = """
+[tool.ortgate]
+int8_max_size_fraction = 0.9  # the tiny model's embeddings are a large share of its weights
+
+[tool.ortgate.variants.my-O2]
+parent = "onnx"
+optimize = {{ level = 2{extra} }}
+
+[tool.ortgate.variants.my-O2-int8]
+parent = "my-O2"
+quantize = {{ mode = "dynamic", isa = "avx512_vnni", per_channel = true, operators = ["MatMul"] }}
+"""
+
+
+def test_a_user_matrix_runs_and_a_removed_fusion_fails_the_structure_check(suite, pytester):
+    pytester.makepyprojecttoml(USER_MATRIX.format(extra=""))
+    first = suite("--ortgate-variants=my-O2*", "-k", "structure or accuracy", "--ortgate-preset=quick")
+    first.assert_outcomes(passed=2 * 2 + 2)  # two gates and a structure check per user variant
+    [record] = (pytester.path / "ortgate-structure").glob("*.json")
+    recorded = json.loads(record.read_text())["variants"]
+    assert recorded["my-O2"]["structure"]["fused_operators"]["Attention"] == 2
+    assert recorded["my-O2-int8"]["structure"]["quantized_nodes"]["dynamic"] > 0
+    doc = json.loads((pytester.path / "ortgate-results" / "summary.json").read_text())
+    rows = {r["variant"]: r for r in doc["variants"]}
+    assert doc["user_variants"] == ["my-O2", "my-O2-int8"] and doc["preset"] == "quick"
+    assert rows["my-O2-int8"]["operators_quantized"] == ["MatMul"] and rows["my-O2-int8"]["structure"]["passed"]
+    assert rows["my-O2"]["graph"]["nodes_vs_export"] < 0
+
+    # The same variant without its attention fusion, as a library upgrade that lost it would build it:
+    pytester.makepyprojecttoml(USER_MATRIX.format(extra=", disable_attention_fusion = true"))
+    lost = suite("--ortgate-variants=my-O2", "-k", "structure")
+    lost.assert_outcomes(failed=1)
+    lost.stdout.fnmatch_lines(["*my-O2: graph structure check failed: lost fusion Attention: 2 → 0 nodes*"])
+    again = suite("--ortgate-variants=my-O2", "-k", "structure", "--ortgate-update-structure")
+    again.assert_outcomes(passed=1)
+    suite("--ortgate-variants=my-O2", "-k", "structure").assert_outcomes(passed=1)
+
+
+BROKEN_OPTIMIZER = """
+import ortgate.build
+
+_real = ortgate.build.optimize
+
+
+def _optimize(parent_dir, out, step):  # the reference saw no_attention_mask fail to build
+    if dict(step.options).get("no_attention_mask"):
+        raise RuntimeError("simulated optimizer failure: no attention mask input")
+    return _real(parent_dir, out, step)
+
+
+ortgate.build.optimize = _optimize
+"""
+
+
+def test_a_variant_that_cannot_build_is_a_result_not_a_crash(suite, pytester):
+    pytester.makeconftest(BROKEN_OPTIMIZER)
+    pytester.makepyprojecttoml("""
+[tool.ortgate.variants.O99-no-mask]
+parent = "onnx"
+optimize = { level = 99, no_attention_mask = true }
+
+[tool.ortgate.variants.O99-no-mask-int8]
+parent = "O99-no-mask"
+quantize = { mode = "dynamic", isa = "arm64", per_channel = false }
+""")
+    args = ("--ortgate-variants=onnx,O99-no-mask*", "-k", "accuracy or structure", "-rx")
+    result = suite(*args)
+    result.assert_outcomes(passed=3, xfailed=6)  # onnx runs; both broken variants' tests are expected failures
+    result.stdout.fnmatch_lines([
+        "*O99-no-mask build failed: RuntimeError: simulated optimizer failure: no attention mask input*",
+        "*O99-no-mask-int8 build failed: parent O99-no-mask: RuntimeError: simulated optimizer failure*",
+    ])
+    doc = json.loads((pytester.path / "ortgate-results" / "summary.json").read_text())
+    rows = {r["variant"]: r for r in doc["variants"]}
+    assert rows["O99-no-mask"]["build"] == "build failed"
+    assert rows["O99-no-mask"]["build_error"] == "RuntimeError: simulated optimizer failure: no attention mask input"
+    assert rows["onnx"]["gate"] == "pass"
+    summary = (pytester.path / "ortgate-results" / "summary.md").read_text()
+    assert "**O99-no-mask**: build failed: RuntimeError: simulated optimizer failure" in summary
+    strict = suite(*args, "--ortgate-strict")
+    strict.assert_outcomes(passed=3, failed=6)
+    strict.stdout.fnmatch_lines(["*BuildError: building variant O99-no-mask failed: RuntimeError: simulated*"])
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
@@ -122,6 +206,8 @@ def test_pyproject_settings_apply_and_command_line_wins(suite, pytester):
         (["--ortgate-tolerance=-2"], "*invalid tolerance '-2'*"),
         (["--ortgate-tolerance=lots"], "*invalid tolerance 'lots'*"),
         (["--ortgate-threads=0"], "*'threads' must be >= 1*"),
+        (["--ortgate-preset=huge"], "*'preset' must be one of default, quick, reference, full*"),
+        (["--ortgate-matrix=nope.toml"], "*--ortgate-matrix *nope.toml does not exist*"),
     ],
 )
 def test_bad_options_are_usage_errors(suite, args, message):

@@ -40,10 +40,7 @@ class BuiltVariant:
     build_seconds: float
     metadata: dict = field(default_factory=dict, compare=False)
 
-    @property
-    def graph_sha256(self) -> str | None:
-        """The ONNX file's hash, from the cache manifest: equal hashes mean byte-identical graphs."""
-        return self.metadata.get("graph_sha256")
+    graph_sha256: str | None = None  # the ONNX file's hash (cache manifest): equal hashes, identical graphs
 
     @property
     def onnx_path(self) -> Path:
@@ -149,7 +146,6 @@ class Builder:
         portable = portable_key(self.variants, variant_id, self.model, self._calibration_fp)
         if hardware_specific:
             self._refuse_other_cpus(variant_id, portable, key)
-        self.log(f"[ortgate] variant {variant_id}: looking up cache")
 
         def run_step(staging: Path) -> dict:
             self.log(f"[ortgate] variant {variant_id}: building ({_describe(spec.step)})")
@@ -173,8 +169,6 @@ class Builder:
                 raise BuildError(f"building variant {variant_id} failed: {reason}", reason) from exc
             if not (staging / ONNX_FILE).is_file():
                 raise BuildError(f"building variant {variant_id} produced no {ONNX_FILE}", f"no {ONNX_FILE}")
-            from ortgate.pypi import sha256_file
-
             return {
                 **metadata,
                 "variant": variant_id,
@@ -184,7 +178,6 @@ class Builder:
                 "portable_key": portable,
                 "cpu": cpu_fingerprint() if hardware_specific else None,
                 "cpu_id": fingerprint_id(cpu_fingerprint()) if hardware_specific else None,
-                "graph_sha256": sha256_file(staging / ONNX_FILE),
             }
 
         try:
@@ -193,7 +186,8 @@ class Builder:
             self.log(f"[ortgate] variant {variant_id}: build failed: {exc.first_line}")
             raise
         built = BuiltVariant(variant_id, entry.path, key, entry.hit, entry.manifest["build_seconds"],
-                             entry.manifest.get("metadata", {}))
+                             entry.manifest.get("metadata", {}),
+                             entry.manifest.get("files", {}).get(ONNX_FILE, {}).get("sha256"))
         self.log(f"[ortgate] variant {variant_id}: {'cache hit' if entry.hit else 'built'} "
                  f"({built.build_seconds:.1f}s build) at {entry.path}")
         return built
@@ -230,6 +224,15 @@ class Builder:
     def mark_not_applicable(self, variant_id: str, reason: str) -> None:
         self.failures[variant_id] = NotApplicable(reason)
 
+    def plan(self, variant_ids: Sequence[str]) -> list[str]:
+        """What `build_all(variant_ids)` has left to do: the variants and their parents, parents first."""
+        needed: list[str] = []
+        for vid in variant_ids:
+            for spec in self.variants.chain(vid):
+                if spec.step is not None and spec.id not in needed:
+                    needed.append(spec.id)
+        return [v for v in needed if v not in self._built and v not in self.failures]
+
     def build_all(self, variant_ids: Sequence[str], jobs: int = 1,
                   on_done: Callable[[str], None] = lambda variant_id: None) -> None:
         """Build `variant_ids` and their parents, parents first; failures are kept, not raised.
@@ -237,12 +240,7 @@ class Builder:
         With jobs > 1, independent variants build at the same time in worker processes (spawned:
         the parent may already run ONNX Runtime and torch thread pools).
         """
-        needed: list[str] = []
-        for vid in variant_ids:
-            for spec in self.variants.chain(vid):
-                if spec.step is not None and spec.id not in needed:
-                    needed.append(spec.id)
-        todo = [v for v in needed if v not in self._built and v not in self.failures]
+        todo = self.plan(variant_ids)
         if jobs <= 1 or len(todo) <= 1:
             for vid in todo:
                 with contextlib.suppress(BuildError):
@@ -298,7 +296,12 @@ def _build_in_worker(payload, variant_id: str):
     """Worker process: build one variant (its parents are already in the cache)."""
     variants, model, cache_root, texts, max_length = payload
     lines: list[str] = []
-    builder = Builder(variants, model, Cache(Path(cache_root)), texts, max_length, log=lines.append)
+
+    def log(line: str) -> None:  # this variant's lines only (its parents are cache hits, logged before)
+        if f"variant {variant_id}:" in line:
+            lines.append(line)
+
+    builder = Builder(variants, model, Cache(Path(cache_root)), texts, max_length, log=log)
     try:
         return True, builder.build(variant_id), lines
     except BuildError as exc:

@@ -146,7 +146,8 @@ class RunSession:
         with self.progress_scope():
             from tqdm.auto import tqdm
 
-            with tqdm(total=len(todo), desc="building variants", unit="variant", disable=len(todo) < 2) as bar:
+            total = len(self.builder.plan(todo))
+            with tqdm(total=total, desc="building variants", unit="variant", disable=total < 2) as bar:
                 self.builder.build_all(todo, jobs=self.settings.build_jobs, on_done=lambda vid: bar.update(1))
         self.build_wall_seconds = time.perf_counter() - started
         failed = {v: e for v, e in self.builder.failures.items() if v in ids}
