@@ -314,7 +314,11 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _describe(step) -> str:
-    return ", ".join(f"{k}={v}" for k, v in step_fields(step).items() if k != "kind") or step.kind
+    fields = {k: v for k, v in step_fields(step).items()
+              if k != "kind" and not (k == "calibration_samples" and v == 0) and not (k == "options" and not v)}
+    if isinstance(fields.get("options"), tuple):
+        fields.update(dict(fields.pop("options")))
+    return ", ".join(f"{k}={v}" for k, v in fields.items()) or step.kind
 
 
 def _quiet_optimum() -> None:
@@ -427,26 +431,46 @@ def quantize(
     if step.mode == "static":
         from optimum.onnxruntime.configuration import AutoCalibrationConfig
 
-        # Histogram calibrators (entropy, percentile) stack every row's activations into one array, so their
-        # rows must share a length: they get rows padded to the longest one; minmax takes them as deployed.
-        dataset = calibration_dataset(work, calibration_texts[: step.calibration_samples], max_length,
-                                      pad=step.calibration != "minmax")
+        dataset = calibration_dataset(work, calibration_texts[: step.calibration_samples], max_length)
         info["calibration_rows_used"] = len(dataset)  # fewer than asked when the dataset is small
         method = {"minmax": AutoCalibrationConfig.minmax, "entropy": AutoCalibrationConfig.entropy,
                   "percentile": AutoCalibrationConfig.percentiles}[step.calibration]
-        ranges = quantizer.fit(
-            dataset=dataset,
-            calibration_config=method(dataset),
-            onnx_augmented_model_name=work / "augmented.onnx",
-            operators_to_quantize=qconfig.operators_to_quantize,
-        )
+        config = method(dataset)
+        if step.calibration == "minmax":
+            ranges = quantizer.fit(dataset=dataset, calibration_config=config,
+                                   onnx_augmented_model_name=work / "augmented.onnx",
+                                   operators_to_quantize=qconfig.operators_to_quantize)
+        else:
+            # Histogram calibrators (entropy, percentile) stack the activations of all rows they are given
+            # into one array, then fold it into histograms. Given all rows at once they fail: unpadded rows
+            # differ in length ("inhomogeneous shape"); padded rows bring the attention mask's -3.4e38 bias
+            # into the histogram range ("Too many bins for data range"); and 128 padded rows of a 6-layer
+            # BERT took over 20 GB here before being killed. So the calibrator gets the rows one at a time,
+            # unpadded as deployed, and merges each row's histograms into the running ones.
+            shards = [dataset.select(range(i, min(i + HISTOGRAM_SHARD, len(dataset))))
+                      for i in range(0, len(dataset), HISTOGRAM_SHARD)]
+            quantizer.partial_fit(dataset=shards[0], calibration_config=config,
+                                  onnx_augmented_model_name=work / "augmented.onnx",
+                                  operators_to_quantize=qconfig.operators_to_quantize)
+            for shard in shards[1:]:
+                quantizer._calibrator.collect_data(_calibration_reader(shard))
+            ranges = quantizer.compute_ranges()
     quantizer.quantize(save_dir=out, file_suffix=None, quantization_config=qconfig, calibration_tensors_range=ranges)
     shutil.rmtree(work)
     return {"operators_quantized": list(qconfig.operators_to_quantize), **info}
 
 
-def calibration_dataset(model_dir: Path, texts: Sequence[str], max_length: int, pad: bool = False):
-    """Tokenized calibration rows (batch 1, unpadded as the model sees them at inference, unless `pad`)."""
+HISTOGRAM_SHARD = 1  # rows per call to the entropy and percentile calibrators
+
+
+def _calibration_reader(dataset):
+    from optimum.onnxruntime.quantization import ORTCalibrationDataReader
+
+    return ORTCalibrationDataReader(dataset, 1)
+
+
+def calibration_dataset(model_dir: Path, texts: Sequence[str], max_length: int):
+    """Tokenized calibration rows (batch 1, unpadded, as the model sees them at inference)."""
     import datasets
     import onnx
     from transformers import AutoTokenizer
@@ -455,5 +479,5 @@ def calibration_dataset(model_dir: Path, texts: Sequence[str], max_length: int, 
         raise BuildError("static quantization needs calibration rows, and the dataset left none")
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     inputs = {i.name for i in onnx.load(str(model_dir / ONNX_FILE), load_external_data=False).graph.input}
-    encoded = tokenizer(list(texts), truncation=True, max_length=max_length, padding="longest" if pad else False)
+    encoded = tokenizer(list(texts), truncation=True, max_length=max_length)
     return datasets.Dataset.from_dict({k: v for k, v in encoded.items() if k in inputs})

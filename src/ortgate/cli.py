@@ -1,4 +1,5 @@
-"""`ortgate` command line: prepare the default model ahead of a run, show this CPU, print a summary."""
+"""`ortgate` command line: prepare the default model, list or build a variant matrix ahead of a run, show
+this CPU, print a summary, compare runs, report across machines."""
 
 from __future__ import annotations
 
@@ -20,6 +21,17 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     prepare = commands.add_parser("prepare", help="fetch, verify and fine-tune the default model into the cache")
     prepare.add_argument("--cache-dir", help="default: $ORTGATE_CACHE_DIR or ~/.cache/ortgate")
+    listing = commands.add_parser("variants", help="list a variant matrix (preset + user matrix): id, parent, step")
+    build = commands.add_parser("build", help="build a variant matrix into the cache, measuring nothing; print "
+                                "each variant's build status, time and failure reason")
+    for sub in (listing, build):
+        sub.add_argument("--preset", help="default, quick, reference or full (default: pyproject's, else default)")
+        sub.add_argument("--matrix", help="TOML file of user variants ([variants.<id>] tables)")
+        sub.add_argument("--variants", help="comma-separated ids or globs")
+    build.add_argument("--model", help="model directory or hub id (default: the built-in model)")
+    build.add_argument("--dataset", help="dataset (its held-out rows calibrate static quantization)")
+    build.add_argument("--build-jobs", help="worker processes for independent builds (default 1)")
+    build.add_argument("--cache-dir", help="default: $ORTGATE_CACHE_DIR or ~/.cache/ortgate")
     commands.add_parser("cpu", help="print this machine's CPU fingerprint as JSON")
     summary = commands.add_parser("summary", help="print a summary.json written by a run as a table")
     summary.add_argument("path", type=Path)
@@ -60,6 +72,8 @@ def main(argv: list[str] | None = None) -> int:
 
             for kind, path in write_report(args.results, args.out).items():
                 print(f"{kind}: {path}")
+        elif args.command in ("variants", "build"):
+            return _matrix_command(args)
         elif args.command == "cpu":
             from ortgate.isa import machine_fingerprint, suggest_preset
 
@@ -75,6 +89,36 @@ def main(argv: list[str] | None = None) -> int:
     except OrtgateError as exc:
         print(f"ortgate: {exc}", file=sys.stderr)
         return 2
+    return 0
+
+
+def _matrix_command(args) -> int:
+    from ortgate.config import read_pyproject, resolve_settings
+
+    cli = {k: getattr(args, k, None) for k in ("preset", "matrix", "variants", "model", "dataset", "build_jobs",
+                                               "cache_dir")}
+    settings = resolve_settings(cli, read_pyproject(Path.cwd()), Path.cwd())
+    ids = settings.variant_set.select(settings.variants)
+    if args.command == "variants":
+        from ortgate.build import _describe
+
+        for vid in ids:
+            spec = settings.variant_set.specs[vid]
+            step = _describe(spec.step) if spec.step else "eager PyTorch"
+            print(f"{vid:45s} {spec.parent or '':14s} {step}")
+        print(f"{len(ids)} variants (preset {settings.preset}"
+              + (f", {len(settings.user_variant_ids)} user-defined" if settings.user_variant_ids else "") + ")")
+        return 0
+    from ortgate.session import RunSession
+
+    session = RunSession(settings, log=print)
+    session.build_all()
+    for vid in ids:
+        status, reason = session.build_status(vid)
+        if status == "built":
+            built = session.built(vid)
+            status = f"{'cache hit' if built.cache_hit else 'built'} ({built.build_seconds:.1f}s build)"
+        print(f"{vid:45s} {status}" + (f": {reason}" if reason else ""))
     return 0
 
 
