@@ -157,7 +157,7 @@ def test_an_invalid_entry_names_the_entry_and_the_field(tmp_path, entry, match):
 
 def test_a_user_entry_may_not_shadow_a_preset_variant():
     table = tomllib.loads('[O99]\nparent = "onnx"\noptimize = { level = 2 }')
-    with pytest.raises(ConfigError, match=r"variants.O99: variant 'O99' is already defined by the preset"):
+    with pytest.raises(ConfigError, match=r"\[variants.O99\]: variant 'O99' is already defined \(by the preset"):
         resolve_matrix("default", [("variants", table)])
 
 
@@ -186,3 +186,21 @@ def test_hash_ignores_unset_fields_so_adding_one_keeps_old_cache_keys():
 
     assert "format" not in step_fields(a) and "operators" not in step_fields(a)
     assert step_fields(Optimize(99)) == {"level": 99, "options": (), "kind": "optimize"}
+
+
+def test_a_preset_with_options_over_its_own_fields():
+    from ortgate.build import optimization_config
+
+    o3 = optimization_config(Optimize(preset="O3", options=(("enable_gelu_approximation", False),)))
+    assert o3.optimization_level == 2 and o3.enable_gelu_approximation is False and not o3.optimize_for_gpu
+    o1 = optimization_config(Optimize(preset="O1", options=(("disable_attention_fusion", True),)))
+    assert o1.optimization_level == 1 and o1.enable_transformers_specific_optimizations is False
+    assert o1.disable_attention_fusion is True
+    o4 = optimization_config(Optimize(preset="O4"))
+    assert o4.fp16 and o4.optimize_for_gpu and Optimize(preset="O4").for_gpu
+    assert optimization_config(Optimize(99, (("use_mask_index", True),))).use_mask_index
+
+
+def test_levels_must_be_integers():
+    with pytest.raises(ConfigError, match="level must be 0, 1, 2 or 99"):
+        Optimize(2.0)

@@ -7,6 +7,7 @@ the same way. A variant is built from its parent's folder; parents are built (or
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import json
 import logging
@@ -196,8 +197,10 @@ class Builder:
         """Say so when this variant's cache holds a hardware-specific graph from another CPU: it is not
         loaded here (its key names that CPU), and the graph is rebuilt for this one."""
         here = fingerprint_id(cpu_fingerprint())
+        if self.cache.path_for("variants", variant_id, key).exists():
+            return  # this CPU's own entry is there
         folder = self.cache.root / "variants"
-        for manifest_path in sorted(folder.glob(f"*/{MANIFEST}")):
+        for manifest_path in sorted(folder.glob(f"{glob.escape(variant_id)}-*/{MANIFEST}")):
             try:
                 manifest = json.loads(manifest_path.read_text())
             except (OSError, ValueError):
@@ -247,22 +250,20 @@ class Builder:
                     self.build(vid)
                 on_done(vid)
             return
-        from concurrent.futures.process import BrokenProcessPool
-
-        try:
-            self._build_parallel(todo, jobs, on_done)
-        except BrokenProcessPool as exc:  # e.g. a script without `if __name__ == "__main__":` (spawn needs it)
-            self.log(f"[ortgate] parallel builds failed to start ({exc}); building one at a time")
-            for vid in [v for v in todo if v not in self._built and v not in self.failures]:
-                with contextlib.suppress(BuildError):
-                    self.build(vid)
-                on_done(vid)
+        self._build_parallel(todo, jobs, on_done)
+        # What is left if the worker pool broke (a worker killed, or spawn refused: a script without
+        # `if __name__ == "__main__":`): one at a time, here.
+        for vid in [v for v in todo if v not in self._built and v not in self.failures]:
+            with contextlib.suppress(BuildError):
+                self.build(vid)
+            on_done(vid)
 
     def _build_parallel(self, todo: list[str], jobs: int, on_done: Callable[[str], None]) -> None:
         import multiprocessing
         from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+        from concurrent.futures.process import BrokenProcessPool
 
-        remaining, running = list(todo), {}
+        remaining, running, results = list(todo), {}, 0
         payload = (self.variants, self.model, str(self.cache.root), self.calibration_texts, self.max_length)
         with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
             while remaining or running:
@@ -282,14 +283,34 @@ class Builder:
                 done, _ = wait(running, return_when=FIRST_COMPLETED)
                 for future in done:
                     vid = running.pop(future)
-                    ok, result, lines = future.result()
-                    for line in lines:
-                        self.log(line)
-                    if ok:
-                        self._built[vid] = result
-                    else:
-                        self.failures[vid] = result
-                    on_done(vid)
+                    try:
+                        ok, result, lines = future.result()
+                    except BrokenProcessPool as exc:
+                        if not results:
+                            self.log(f"[ortgate] parallel builds could not start ({exc}); building one at a time")
+                            return
+                        # A worker died (killed: out of memory?); which of the running builds caused it is
+                        # unknown, so none of them is retried. The rest build one at a time, here.
+                        reason = "a build worker died while this variant was building (killed, e.g. out of memory)"
+                        ok, result, lines = False, BuildError(f"building variant {vid} failed: {reason}", reason), []
+                        for other in running.values():
+                            self.failures[other] = BuildError(f"building variant {other} failed: {reason}", reason)
+                            on_done(other)
+                        running.clear()
+                        self._record(vid, ok, result, lines, on_done)
+                        return
+                    self._record(vid, ok, result, lines, on_done)
+                    results += 1
+
+    def _record(self, vid: str, ok: bool, result, lines: list[str], on_done: Callable[[str], None]) -> None:
+        for line in lines:
+            self.log(line)
+        if ok:
+            self._built[vid] = result
+        else:
+            self.failures[vid] = result
+        on_done(vid)
+
 
 
 def _build_in_worker(payload, variant_id: str):
@@ -298,7 +319,7 @@ def _build_in_worker(payload, variant_id: str):
     lines: list[str] = []
 
     def log(line: str) -> None:  # this variant's lines only (its parents are cache hits, logged before)
-        if f"variant {variant_id}:" in line:
+        if variant_id in line:
             lines.append(line)
 
     builder = Builder(variants, model, Cache(Path(cache_root)), texts, max_length, log=log)
@@ -306,6 +327,9 @@ def _build_in_worker(payload, variant_id: str):
         return True, builder.build(variant_id), lines
     except BuildError as exc:
         return False, exc, lines
+    except Exception as exc:  # anything else (disk full, a lock timeout) is this variant's failure too
+        reason = f"{type(exc).__name__}: {_first_line(exc)}"
+        return False, BuildError(f"building variant {variant_id} failed: {reason}", reason), lines
 
 
 def _first_line(exc: BaseException) -> str:
@@ -343,8 +367,12 @@ def export(model_dir: Path, out: Path) -> None:
 def optimization_config(step: Optimize):
     from optimum.onnxruntime.configuration import AutoOptimizationConfig, OptimizationConfig
 
-    if step.preset is not None:  # O4 switches optimize_for_gpu on (fp16 needs a GPU)
-        return AutoOptimizationConfig.with_optimization_level(step.preset, **dict(step.options))
+    if step.preset is not None:
+        # Optimum's preset fields, then the variant's own options over them (with_optimization_level would
+        # refuse an option the preset also sets). O4 means a GPU graph, as with_optimization_level makes it.
+        fields = {**AutoOptimizationConfig._LEVELS[step.preset], **dict(step.options)}
+        fields.setdefault("optimize_for_gpu", step.preset == "O4")
+        return OptimizationConfig(**fields)
     return OptimizationConfig(optimization_level=step.level, **dict(step.options))
 
 

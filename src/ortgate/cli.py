@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     prepare.add_argument("--cache-dir", help="default: $ORTGATE_CACHE_DIR or ~/.cache/ortgate")
     listing = commands.add_parser("variants", help="list a variant matrix (preset + user matrix): id, parent, step")
     build = commands.add_parser("build", help="build a variant matrix into the cache, measuring nothing; print "
-                                "each variant's build status, time and failure reason")
+                                "each variant's build status, time and failure reason (exit 1 if any failed)")
     for sub in (listing, build):
         sub.add_argument("--preset", help="default, quick, reference or full (default: pyproject's, else default)")
         sub.add_argument("--matrix", help="TOML file of user variants ([variants.<id>] tables)")
@@ -119,7 +119,10 @@ def _matrix_command(args) -> int:
             built = session.built(vid)
             status = f"{'cache hit' if built.cache_hit else 'built'} ({built.build_seconds:.1f}s build)"
         print(f"{vid:45s} {status}" + (f": {reason}" if reason else ""))
-    return 0
+    failed = [v for v in ids if session.build_status(v)[0] == "build failed"]
+    if failed:
+        print(f"{len(failed)} variant(s) failed to build: {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

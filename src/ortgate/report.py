@@ -63,7 +63,9 @@ def summary_rows(session: RunSession) -> list[dict]:
             if base_speed:
                 row["speed_ratio"] = speed.samples_per_s / base_speed.samples_per_s
                 row["speed_delta_pct"] = (row["speed_ratio"] - 1) * 100
-        check = session.speed_checks.get(vid) or (original and session.speed_checks.get(original))
+        check = session.speed_checks.get(vid)
+        if check is None and session.same_speed_check_as(vid):
+            check = session.speed_checks.get(original)
         if check:
             row["speed_check"] = {"reference": check.reference_id, "ratio": check.ratio,
                                   "interval": list(check.interval), "passed": check.passed,

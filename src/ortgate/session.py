@@ -22,6 +22,7 @@ from ortgate.cache import Cache
 from ortgate.config import Settings
 from ortgate.data import EvalData, load_eval_data
 from ortgate.default_model import ensure_default_model
+from ortgate.errors import BuildError
 from ortgate.gate import GateResult, SpeedCheck, speed_floor_for
 from ortgate.graph import graph_summary
 from ortgate.metrics import Metrics, classification_metrics, f1_score_fast
@@ -122,9 +123,9 @@ class RunSession:
 
     def build_status(self, variant_id: str) -> tuple[str, str | None]:
         """("built" | "build failed" | "not applicable" | "baseline", the reason) after the builds ran."""
+        self.build_all()  # the baseline too: nothing is measured before the builds are done
         if variant_id == BASELINE_ID:
             return "baseline", None
-        self.build_all()
         status = self.builder.status(variant_id)
         failure = self.builder.failures.get(variant_id)
         return status, failure.first_line if failure else None
@@ -135,7 +136,6 @@ class RunSession:
         applicable on a machine without a GPU provider unless asked for by name."""
         if self._builds_done:
             return
-        self._builds_done = True
         ids = [v for v in (self.planned_ids if self.planned_ids is not None else self.selected_ids) if v != BASELINE_ID]
         for vid in ids:
             reason = self.not_applicable_reason(vid)
@@ -150,6 +150,7 @@ class RunSession:
             with tqdm(total=total, desc="building variants", unit="variant", disable=total < 2) as bar:
                 self.builder.build_all(todo, jobs=self.settings.build_jobs, on_done=lambda vid: bar.update(1))
         self.build_wall_seconds = time.perf_counter() - started
+        self._builds_done = True  # only now: an unexpected error above is raised again by the next test
         failed = {v: e for v, e in self.builder.failures.items() if v in ids}
         built = sum(1 for v in ids if self.builder.status(v) == "built")
         self.log(f"[ortgate] builds: {built} of {len(ids)} variants ready in {self.build_wall_seconds:.1f}s "
@@ -176,11 +177,11 @@ class RunSession:
         return None
 
     def duplicate_of(self, variant_id: str) -> str | None:
-        """The first selected variant (in definition order) whose model.onnx is byte-identical to this one's."""
+        """The first planned variant (in definition order) whose model.onnx is byte-identical to this one's."""
         if variant_id == BASELINE_ID or self.builder.status(variant_id) != "built":
             return None
         mine = self.built(variant_id).graph_sha256
-        for other in self.selected_ids:
+        for other in self.planned_ids if self.planned_ids is not None else self.selected_ids:
             if other == variant_id:
                 return None
             if other != BASELINE_ID and self.builder.status(other) == "built" and mine \
@@ -351,11 +352,29 @@ class RunSession:
                                                        len(mine_t), floor)
         return self.speed_checks[variant_id]
 
+    def same_speed_check_as(self, variant_id: str) -> str | None:
+        """The variant whose speed check this one's would repeat: the same graph, reference and floor."""
+        original = self.duplicate_of(variant_id)
+        if original is None:
+            return None
+        floors = self.settings.speed_floors
+        mine, theirs = speed_floor_for(floors, variant_id), speed_floor_for(floors, original)
+        if mine != theirs:
+            return None
+        if mine is not None and mine.reference == "parent" and \
+                self.variants.specs[variant_id].parent != self.variants.specs[original].parent:
+            return None
+        return original
+
     def first_int8_variant(self) -> str | None:
-        """The first selected quantized variant that was built (the harness check times it)."""
-        ids = self.planned_ids if self.planned_ids is not None else self.selected_ids
-        for vid in ids:
-            if isinstance(self.variants.specs[vid].step, Quantize) and self.build_status(vid)[0] == "built":
+        """The first quantized variant the run uses (else the first selected one) that builds: the harness
+        check times it."""
+        for vid in self.planned_ids or self.selected_ids:
+            if isinstance(self.variants.specs[vid].step, Quantize):
+                try:
+                    self.built(vid)
+                except BuildError:
+                    continue
                 return vid
         return None
 

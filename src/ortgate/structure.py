@@ -3,7 +3,7 @@
 Two kinds:
 - rules that follow from the variant's definition: a level-2+ graph of a BERT-like model has its
   Attention and SkipLayerNormalization fusions (unless the variant disables them); an int8 variant that
-  quantizes MatMul leaves no MatMul with an fp32 weight, and is at most a set fraction of its fp32
+  quantizes MatMul leaves no MatMul with an fp32 weight and is at most a set fraction of its fp32
   parent's size;
 - the expected structure, recorded per model on the first run (like a benchmark baseline) and compared
   on the next: a lost fusion or fewer quantized nodes fails with a message naming them, so a library
@@ -12,9 +12,11 @@ Two kinds:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,8 +65,10 @@ def rule_problems(variants: VariantSet, variant_id: str, graph: dict, fp32_graph
             if not step.option(flag) and not graph["fused_operators"].get(op):
                 problems.append(f"no {op} fusion in a level-{step.effective_level} graph of a {model_type} model "
                                 f"(fused operators: {_counts(graph['fused_operators'])})")
-    if isinstance(step, Quantize):
-        if "MatMul" in (operators_quantized or []) and graph["float_weight_matmuls"]:
+    if isinstance(step, Quantize) and "MatMul" in (operators_quantized or []):
+        # MatMul carries most of a transformer's weights: quantizing it must quantize every weight MatMul
+        # and shrink the graph. (Lists without MatMul, e.g. fused operators only, are not held to this.)
+        if graph["float_weight_matmuls"]:
             problems.append(f"{graph['float_weight_matmuls']} MatMul nodes still have fp32 weights although MatMul "
                             "was to be quantized")
         if fp32_graph is not None:
@@ -73,7 +77,7 @@ def rule_problems(variants: VariantSet, variant_id: str, graph: dict, fp32_graph
                 problems.append(f"the int8 graph is {fraction:.0%} of its fp32 parent's size, more than the "
                                 f"allowed {max_int8_size_fraction:.0%} (int8 weights: "
                                 f"{graph['int8_weight_fraction']:.0%} of weight bytes; quantized operators asked "
-                                f"for: {', '.join(operators_quantized or []) or 'preset default'})")
+                                f"for: {', '.join(operators_quantized)})")
     return problems
 
 
@@ -136,7 +140,9 @@ class StructureRecords:
             list[str], list[str], str]:
         """Compare with the record for `key` (recording it if absent or `update`): problems, notes, what happened."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with FileLock(str(self.path) + ".lock"):
+        digest = hashlib.sha256(str(self.path.resolve()).encode()).hexdigest()[:16]
+        # The lock lives in the temp folder, not beside the record: that folder is meant to be committed.
+        with FileLock(str(Path(tempfile.gettempdir()) / f"ortgate-structure-{digest}.lock")):
             records = self.load()
             old = records.get(key)
             if old is not None and not update:

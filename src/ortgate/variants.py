@@ -75,7 +75,7 @@ class Optimize:
         if (self.level is None) == (self.preset is None):
             raise FieldError("level", "an optimization step needs exactly one of `level` (0, 1, 2, 99) "
                              "or `preset` (O1, O2, O3, O4)")
-        if self.level is not None and (isinstance(self.level, bool) or self.level not in OPTIMIZATION_LEVELS):
+        if self.level is not None and (type(self.level) is not int or self.level not in OPTIMIZATION_LEVELS):
             raise FieldError("level", f"optimization level must be 0, 1, 2 or 99, got {self.level!r}")
         if self.preset is not None and self.preset not in OPTIMIZATION_PRESETS:
             raise FieldError("preset", f"optimization preset must be one of {', '.join(OPTIMIZATION_PRESETS)}, "
@@ -219,8 +219,8 @@ class VariantSet:
         """This set plus user-defined specs (which may build on any variant here)."""
         for variant_id in extra:
             if variant_id in self.specs:
-                raise ConfigError(f"{where}.{variant_id}: variant {variant_id!r} is already defined by the preset; "
-                                  "give your entry another name")
+                raise ConfigError(f"[{where}.{variant_id}]: variant {variant_id!r} is already defined (by the preset "
+                                  "or an earlier matrix); give your entry another name")
         return VariantSet({**self.specs, **extra})
 
     def chain(self, variant_id: str) -> list[VariantSpec]:
