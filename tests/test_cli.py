@@ -53,6 +53,7 @@ def test_build_builds_a_selection_and_reports_each_status(tiny_model, tiny_csv, 
 
 def test_build_with_a_bad_matrix_names_the_field(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "m.toml").write_text('[variants.q]\nparent = "onnx"\nquantize = { mode = "dynamic", isa = "x86" }\n')
+    (tmp_path / "m.toml").write_text('[variants.q]\nparent = "onnx"\n'
+                                     'quantize = { mode = "dynamic", isa = "x86", per_channel = true }\n')
     assert main(["variants", "--matrix", "m.toml"]) == 2
     assert "[variants.q] field 'quantize.isa': unknown ISA preset 'x86'" in capsys.readouterr().err
