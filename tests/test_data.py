@@ -132,3 +132,42 @@ def test_vader_ground_truth_parsing():
     assert parse_ground_truth(raw) == (["no picture at all.", "love it\t(really)"], ["NEGATIVE", "POSITIVE"])
     with pytest.raises(DataError, match="line 1"):
         parse_ground_truth("just text without tabs")
+
+
+@pytest.mark.parametrize("values", [[0, 1, 1, 0], [0.0, 1.0, 1.0, 0.0], ["0", "1", "1", "0"],
+                                    ["negative", "positive", "positive", "negative"]])
+def test_labels_as_ints_whole_floats_and_strings(values):
+    label_map = {"negative": "LABEL_0", "positive": "1"} if isinstance(values[0], str) and values[0].isalpha() else None
+    ids = to_label_ids(values, {0: "LABEL_0", 1: "LABEL_1"}, label_map)  # mapped by name or by id
+    assert ids.tolist() == [0, 1, 1, 0]
+
+
+def test_fractional_labels_are_not_silently_rounded():
+    with pytest.raises(DataError, match=r"label values '0.5' are not covered"):
+        to_label_ids([0.5, 1.0], ID2LABEL, None)
+
+
+def test_three_classes():
+    id2label = {0: "negative", 1: "neutral", 2: "positive"}
+    assert to_label_ids(["positive", "neutral", "NEGATIVE"], id2label, None).tolist() == [2, 1, 0]
+
+
+def test_empty_file_and_header_only_file_say_so(tmp_path):
+    (tmp_path / "empty.csv").write_text("")
+    (tmp_path / "header.csv").write_text("text,label\n")
+    with pytest.raises(DataError, match="empty.csv is empty"):
+        load_table(str(tmp_path / "empty.csv"), None)
+    with pytest.raises(DataError, match="header.csv has no rows, only a header"):
+        load_table(str(tmp_path / "header.csv"), None)
+
+
+def test_empty_or_missing_texts_and_labels_name_their_rows(tmp_path):
+    path = tmp_path / "gaps.jsonl"
+    rows = [{"text": "good", "label": 1}, {"text": "", "label": 0}, {"text": None, "label": 1},
+            {"text": "   ", "label": 0}, {"text": "bad", "label": None}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(DataError, match=r"3 row\(s\) have an empty or missing text in column 'text': rows 1, 2, 3"):
+        labeled_columns(load_table(str(path), None), None, None, "gaps.jsonl")
+    path.write_text("".join(json.dumps({**r, "text": "fine"}) + "\n" for r in rows))
+    with pytest.raises(DataError, match=r"1 row\(s\) have a missing label in column 'label': rows 4"):
+        labeled_columns(load_table(str(path), None), None, None, "gaps.jsonl")

@@ -116,9 +116,6 @@ def test_pyproject_settings_apply_and_command_line_wins(suite, pytester):
 
 
 USER_MATRIX = """
-[tool.ortgate]
-int8_max_size_fraction = 0.9  # the tiny model's embeddings are a large share of its weights
-
 [tool.ortgate.variants.my-O2]
 parent = "onnx"
 optimize = {{ level = 2{extra} }}
@@ -216,9 +213,29 @@ def test_bad_options_are_usage_errors(suite, args, message):
     result.stderr.fnmatch_lines([message])
 
 
-def test_bad_data_fails_with_the_reason(suite, tmp_path):
-    result = suite("--ortgate-text-column=review", "-k", "accuracy")
-    result.stdout.fnmatch_lines(["*no text column 'review'*--ortgate-text-column*"])
-    assert result.ret != 0
-    result = suite(f"--ortgate-dataset={tmp_path / 'missing.csv'}", "-k", "accuracy")
-    result.stdout.fnmatch_lines(["*dataset file*missing.csv does not exist*"])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--ortgate-text-column=review"], "*no text column 'review'*--ortgate-text-column*"),
+        (["--ortgate-dataset={tmp}/missing.csv"], "*dataset file*missing.csv does not exist*"),
+        (["--ortgate-dataset={tmp}/empty.csv"], "*dataset file*empty.csv is empty*"),
+        (["--ortgate-dataset={tmp}/header.csv"], "*dataset file*header.csv has no rows, only a header*"),
+        (["--ortgate-model={tmp}/no-model"], "*model directory*no-model does not exist*"),
+        (["--ortgate-model=builtin:bart"], "*unknown built-in model 'builtin:bart'; choose one of builtin:minilm*"),
+    ],
+)
+def test_a_model_or_data_problem_stops_the_run_once_before_any_test(suite, tmp_path, args, message):
+    (tmp_path / "empty.csv").write_text("")
+    (tmp_path / "header.csv").write_text("text,label\n")
+    result = suite(*(a.format(tmp=tmp_path) for a in args))
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"ERROR: ortgate: {message}"])
+    output = result.stdout.str() + result.stderr.str()
+    assert output.count("ortgate:") == 1  # once, not once per test
+    assert "no tests ran" in result.stdout.str() and "passed" not in output
+
+
+def test_tests_that_do_not_use_ortgate_never_resolve_the_model(pytester, tmp_path):
+    pytester.makepyfile("def test_plain():\n    assert 1 + 1 == 2\n")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", f"--ortgate-model={tmp_path / 'no-model'}")
+    result.assert_outcomes(passed=1)

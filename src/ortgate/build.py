@@ -19,6 +19,7 @@ from pathlib import Path
 
 from ortgate.cache import MANIFEST, Cache
 from ortgate.errors import BuildError
+from ortgate.inputs import select_inputs
 from ortgate.isa import cpu_fingerprint, fingerprint_id
 from ortgate.models import ModelSource
 from ortgate.variants import Export, Optimize, Quantize, VariantSet, step_fields
@@ -506,6 +507,6 @@ def calibration_dataset(model_dir: Path, texts: Sequence[str], max_length: int):
     if not texts:
         raise BuildError("static quantization needs calibration rows, and the dataset left none")
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    inputs = {i.name for i in onnx.load(str(model_dir / ONNX_FILE), load_external_data=False).graph.input}
+    inputs = [i.name for i in onnx.load(str(model_dir / ONNX_FILE), load_external_data=False).graph.input]
     encoded = tokenizer(list(texts), truncation=True, max_length=max_length)
-    return datasets.Dataset.from_dict({k: v for k, v in encoded.items() if k in inputs})
+    return datasets.Dataset.from_dict(select_inputs(encoded, inputs, "the ONNX graph"))

@@ -19,7 +19,10 @@ def _cache_dir(value: str | None) -> Path:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ortgate", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    prepare = commands.add_parser("prepare", help="fetch, verify and fine-tune the default model into the cache")
+    prepare = commands.add_parser("prepare", help="fetch, verify and fine-tune a built-in model (default: the "
+                                  "default model) into the cache")
+    prepare.add_argument("--model", default="builtin:minilm", help="builtin:minilm (default), builtin:distilbert or "
+                         "builtin:distilbert-bert-tokenizer")
     prepare.add_argument("--cache-dir", help="default: $ORTGATE_CACHE_DIR or ~/.cache/ortgate")
     listing = commands.add_parser("variants", help="list a variant matrix (preset + user matrix): id, parent, step")
     build = commands.add_parser("build", help="build a variant matrix into the cache, measuring nothing; print "
@@ -51,9 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "prepare":
-            from ortgate.default_model import ensure_default_model
+            from ortgate.default_model import builtin_model, ensure_builtin_model
 
-            print(ensure_default_model(_cache_dir(args.cache_dir), log=print))
+            print(ensure_builtin_model(builtin_model(args.model).name, _cache_dir(args.cache_dir), log=print))
         elif args.command == "compare":
             from ortgate.compare import compare_runs, load_run, render_markdown
             from ortgate.gate import parse_tolerance

@@ -25,7 +25,7 @@ DEFAULTS: dict[str, object] = {
     "text_column": None,  # "text"; two columns (title, content) are combined
     "label_column": None,  # "label"
     "label_map": None,  # default: the model's id2label (ids or names)
-    "max_length": 128,
+    "max_length": None,  # None: the model's own limit (tokenizer model_max_length, position table)
     "limit": None,
     "variants": None,  # None: every variant of the preset (+ user matrix); in pyproject, a table defines a matrix
     "preset": "default",
@@ -34,7 +34,7 @@ DEFAULTS: dict[str, object] = {
     "build_jobs": 1,
     "structure_dir": "ortgate-structure",
     "update_structure": False,
-    "int8_max_size_fraction": 0.75,
+    "int8_min_weight_share": 0.99,
     "tolerance": "1.0pp",
     "gate_mode": "point",
     "confidence": 0.95,
@@ -51,14 +51,16 @@ DEFAULTS: dict[str, object] = {
 }
 
 OPTION_HELP: dict[str, str] = {
-    "model": "model directory or Hugging Face hub id (default: the built-in MiniLM sentiment model)",
+    "model": "model directory, Hugging Face hub id, or a built-in model: builtin:minilm (the default), "
+    "builtin:distilbert, builtin:distilbert-bert-tokenizer",
     "dataset": "csv/tsv/jsonl/parquet file, datasets.save_to_disk folder, or hub dataset name "
     "(default: VADER Amazon snippets)",
     "split": "split and optional slice, e.g. test[:3000] (hub and save_to_disk folders; files: a slice)",
     "text_column": "text column; give twice or comma-separated (title,content) to combine two",
     "label_column": "label column (default: label)",
     "label_map": "dataset value = model label pairs, e.g. positive=POSITIVE,negative=NEGATIVE",
-    "max_length": "tokenizer truncation length (default 128)",
+    "max_length": "tokenizer truncation length (default: the model's own limit; the summary reports how many "
+    "rows it truncates)",
     "limit": "evaluate at most this many rows (default: all; 3,000 for the default data)",
     "variants": "comma-separated variant ids or globs to run (default: all of the preset and user matrix); the "
     "baseline always runs",
@@ -71,8 +73,9 @@ OPTION_HELP: dict[str, str] = {
     "structure_dir": "where the expected graph structure of each model's variants is recorded "
     "(default: ortgate-structure/; commit it like a benchmark baseline)",
     "update_structure": "record the graph structure of this run's variants as the expected one",
-    "int8_max_size_fraction": "structural rule: an int8 variant is at most this fraction of its fp32 parent's "
-    "size (default 0.75)",
+    "int8_min_weight_share": "structural rule: of the fp32 weight matrices read by the operators an int8 variant "
+    "asked to quantize (those ONNX Runtime's quantizer handles in its mode), at least this share is int8 afterwards "
+    "(default 0.99)",
     "tolerance": "allowed accuracy/F1 drop: 1.0pp (absolute points), 2%% (relative), per variant "
     "with id=value, e.g. 1pp,static-int8=3pp (default 1.0pp)",
     "gate_mode": "point: the estimated drop must be within tolerance (default); noninferiority: the upper "
@@ -104,7 +107,7 @@ class Settings:
     text_columns: tuple[str, ...] | None = None
     label_column: str | None = None
     label_map: dict[str, str] | None = None
-    max_length: int = 128
+    max_length: int | None = None
     limit: int | None = None
     variants: tuple[str, ...] | None = None
     preset: str = "default"
@@ -114,7 +117,7 @@ class Settings:
     build_jobs: int = 1
     structure_dir: Path = Path("ortgate-structure")
     update_structure: bool = False
-    int8_max_size_fraction: float = 0.75
+    int8_min_weight_share: float = 0.99
     tolerance: ToleranceTable = field(default_factory=ToleranceTable)
     gate_mode: str = "point"
     confidence: float = 0.95
@@ -158,12 +161,12 @@ def _as_choice(value: object, name: str, choices: tuple[str, ...]) -> str:
     return str(value)
 
 
-def _as_fraction(value: object, name: str) -> float:
+def _as_fraction(value: object, name: str, upper_closed: bool = False) -> float:
     try:
         number = float(str(value))
     except ValueError:
         raise ConfigError(f"ortgate setting {name!r} must be a number between 0 and 1, got {value!r}") from None
-    if not 0 < number < 1:
+    if not (0 < number <= 1 if upper_closed else 0 < number < 1):
         raise ConfigError(f"ortgate setting {name!r} must be between 0 and 1 (e.g. 0.95), got {number}")
     return number
 
@@ -183,6 +186,10 @@ def read_pyproject(rootdir: Path) -> dict:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path} is not valid TOML: {exc}") from None
     unknown = sorted(set(table) - set(DEFAULTS))
+    if "int8_max_size_fraction" in unknown:
+        raise ConfigError(f"[tool.ortgate] int8_max_size_fraction in {path} is gone: a file-size rule misjudges models "
+                          "whose embeddings dominate their weights; its replacement is int8_min_weight_share (the int8 "
+                          "share of the weights the quantizer was asked to quantize, default 0.99)")
     if unknown:
         raise ConfigError(f"unknown setting(s) {unknown} in [tool.ortgate] of {path}; known: {sorted(DEFAULTS)}")
     return table
@@ -224,7 +231,7 @@ def resolve_settings(cli: Mapping[str, object], pyproject: Mapping[str, object],
         build_jobs=ints["build_jobs"],
         structure_dir=structure_dir if structure_dir.is_absolute() else Path(rootdir) / structure_dir,
         update_structure=_as_bool(raw["update_structure"], "update_structure"),
-        int8_max_size_fraction=_as_fraction(raw["int8_max_size_fraction"], "int8_max_size_fraction"),
+        int8_min_weight_share=_as_fraction(raw["int8_min_weight_share"], "int8_min_weight_share", upper_closed=True),
         tolerance=parse_tolerance_table(raw["tolerance"]),
         gate_mode=_as_choice(raw["gate_mode"], "gate_mode", GATE_MODES),
         confidence=_as_fraction(raw["confidence"], "confidence"),

@@ -86,13 +86,15 @@ def to_label_ids(
         lookup = lambda key: mapping.get(key, mapping.get(key.lower()))  # noqa: E731
         how = f"the model's id2label {dict(id2label)} (ids or names)"
     else:
-        unknown_targets = sorted(set(label_map.values()) - set(label2id))
+        # A target is a label name (POSITIVE) or a class id (1): models with LABEL_0/LABEL_1 are often mapped by id.
+        targets = label2id | {str(i): i for i in id2label}
+        unknown_targets = sorted(set(label_map.values()) - set(targets))
         if unknown_targets:
             raise DataError(
                 f"--ortgate-label-map maps to {unknown_targets}, which are not labels of the model; "
-                f"the model's labels are {sorted(label2id)}"
+                f"the model's labels are {sorted(label2id)} (or their ids {sorted(id2label)})"
             )
-        lookup = lambda key: label2id.get(label_map[key]) if key in label_map else None  # noqa: E731
+        lookup = lambda key: targets.get(label_map[key]) if key in label_map else None  # noqa: E731
         how = f"--ortgate-label-map {dict(label_map)}"
     keys = [_label_key(v) for v in values]
     ids = [lookup(k) for k in keys]
@@ -107,6 +109,11 @@ def to_label_ids(
 
 
 # ---------------------------------------------------------------- loading tables
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def load_table(dataset: str, split: str | None):
@@ -133,11 +140,17 @@ def load_table(dataset: str, split: str | None):
         return _apply_slice(loaded, slice_, dataset)
     suffix = path.suffix.lower()
     if path.exists() and suffix in FILE_FORMATS:
+        if path.is_file() and not path.read_bytes()[:4096].strip():
+            raise DataError(f"dataset file {path} is empty; give a file with a header and labeled rows")
         kwargs = {"delimiter": "\t"} if suffix == ".tsv" else {}
         try:
             table = datasets.load_dataset(FILE_FORMATS[suffix], data_files=str(path), split="train", **kwargs)
         except Exception as exc:
-            raise DataError(f"could not read {path} as {FILE_FORMATS[suffix]}: {exc}") from None
+            if "corresponds to no data" in str(exc):  # datasets' words for a file with a header only
+                raise DataError(f"dataset file {path} has no rows, only a header") from None
+            raise DataError(f"could not read {path} as {FILE_FORMATS[suffix]}: {_first_line(exc)}") from None
+        if len(table) == 0:
+            raise DataError(f"dataset file {path} has no rows (columns: {table.column_names})")
         return _apply_slice(table, slice_, dataset)
     if path.exists():
         raise DataError(f"{path}: unsupported dataset file type {suffix!r}; use one of {', '.join(FILE_FORMATS)}")
@@ -186,7 +199,20 @@ def labeled_columns(
         texts = ["" if t is None else str(t) for t in table[text_columns[0]]]
     else:
         texts = [combine_text(a, b) for a, b in zip(table[text_columns[0]], table[text_columns[1]], strict=True)]
-    return texts, list(table[label_column])
+    labels = list(table[label_column])
+    _refuse_rows([i for i, t in enumerate(texts) if not t.strip()], "an empty or missing text",
+                 f"column {' + '.join(text_columns)!r}", source)
+    _refuse_rows([i for i, v in enumerate(labels) if v is None or (isinstance(v, float) and v != v)],
+                 "a missing label", f"column {label_column!r}", source)
+    return texts, labels
+
+
+def _refuse_rows(rows: list[int], problem: str, where: str, source: str) -> None:
+    """One error that names the rows (0-based, as in the loaded table), so they can be fixed or filtered."""
+    if rows:
+        shown = ", ".join(map(str, rows[:10])) + (f" and {len(rows) - 10} more" if len(rows) > 10 else "")
+        raise DataError(f"{source}: {len(rows)} row(s) have {problem} in {where}: rows {shown} (0-based); "
+                        "remove or fill them, then run again")
 
 
 def split_eval_calibration(

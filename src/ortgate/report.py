@@ -108,9 +108,11 @@ def summary_document(session: RunSession) -> dict:
         "machine": machine_fingerprint(),
         "versions": library_versions(),
         "model": {"source": session.model.description, "path": str(session.model.path),
-                  "fingerprint": session.model.fingerprint},
+                  "fingerprint": session.model.fingerprint, "model_type": session.model.model_type,
+                  "labels": [session.model.id2label[i] for i in sorted(session.model.id2label)]},
         "data": session.data.source,
-        "settings": {"threads": s.threads, "max_length": s.max_length, "eval_batch_size": s.eval_batch_size,
+        "truncation": session.truncation,
+        "settings": {"threads": s.threads, "max_length": session.max_length, "eval_batch_size": s.eval_batch_size,
                      "bench_samples": s.bench_samples, "bench_rounds": s.bench_rounds,
                      "warmup_rounds": s.warmup_rounds, "repeat": s.repeat, "speed_mode": SPEED_MODE},
         "baseline": BASELINE_ID,
@@ -178,6 +180,8 @@ def render_markdown(doc: dict) -> str:
         "",
         f"- model: {doc['model']['source']}",
         f"- data: {doc['data']}",
+        *([f"- max_length {t['max_length']} ({t['source']}): {t['truncated_rows']} of {t['rows']} evaluation rows "
+           f"truncated (longest {t['longest_tokens']} tokens)"] if (t := doc.get("truncation")) else []),
         f"- machine: {doc['machine'].get('model_name')} ({doc['machine'].get('arch')}, "
         f"flags {', '.join(doc['machine'].get('flags', [])) or 'none'}), {doc['settings']['threads']} threads",
         f"- speeds: {doc['settings']['speed_mode']} and model-only, batch 1, median of "

@@ -15,6 +15,8 @@ from typing import Any, Protocol
 import numpy as np
 from tqdm.auto import tqdm
 
+from ortgate.inputs import forward_inputs, select_inputs
+
 
 class Predictor(Protocol):
     def encode(self, texts: Sequence[str]) -> Any: ...
@@ -52,7 +54,8 @@ class OnnxPredictor:
     def encode(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
         encoded = self.tokenizer(list(texts), truncation=True, max_length=self.max_length,
                                  padding=len(texts) > 1, return_tensors="np")
-        return {name: encoded[name].astype(np.int64) for name in self.input_names}
+        selected = select_inputs(encoded, self.input_names, "the ONNX graph")
+        return {name: np.asarray(value, dtype=np.int64) for name, value in selected.items()}
 
     def run(self, features: dict[str, np.ndarray]) -> np.ndarray:
         return self.session.run(None, features)[self.logits_index]
@@ -68,10 +71,13 @@ class TorchPredictor:
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
         self.model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
         self.max_length = max_length
+        # The forward signature decides: a DistilBERT model saved with a BERT tokenizer takes no token_type_ids.
+        self.input_names = forward_inputs(self.model.forward, self.tokenizer.model_input_names)
 
     def encode(self, texts: Sequence[str]):
-        return self.tokenizer(list(texts), truncation=True, max_length=self.max_length,
-                              padding=len(texts) > 1, return_tensors="pt")
+        encoded = self.tokenizer(list(texts), truncation=True, max_length=self.max_length,
+                                 padding=len(texts) > 1, return_tensors="pt")
+        return {name: encoded[name] for name in self.input_names if name in encoded}
 
     def run(self, features) -> np.ndarray:
         with self._torch.inference_mode():

@@ -21,10 +21,11 @@ from ortgate.build import Builder, BuiltVariant, NotApplicable, library_versions
 from ortgate.cache import Cache
 from ortgate.config import Settings
 from ortgate.data import EvalData, load_eval_data
-from ortgate.default_model import ensure_default_model
+from ortgate.default_model import BUILTIN_PREFIX, builtin_model, ensure_builtin_model
 from ortgate.errors import BuildError
 from ortgate.gate import GateResult, SpeedCheck, speed_floor_for
 from ortgate.graph import graph_summary
+from ortgate.inputs import describe_inputs
 from ortgate.metrics import Metrics, classification_metrics, f1_score_fast
 from ortgate.models import ModelSource, load_model_source
 from ortgate.runtime import OnnxPredictor, Predictor, TorchPredictor, predict_logits
@@ -71,6 +72,7 @@ class RunSession:
     speeds: dict[tuple[str, str], list[Speed]] = field(default_factory=dict)  # one Speed per repeat
     harness_checks: list[HarnessCheck] = field(default_factory=list)
     _predictors: dict[str, Predictor] = field(default_factory=dict)
+    _input_notes: list = field(default_factory=list)  # (emitted, taken) pairs already logged
     _gates: dict[tuple[str, str], GateResult] = field(default_factory=dict)
     _graphs: dict[str, dict | None] = field(default_factory=dict)
     speed_checks: dict[str, SpeedCheck] = field(default_factory=dict)
@@ -94,11 +96,43 @@ class RunSession:
 
     @cached_property
     def model(self) -> ModelSource:
-        if self.settings.model is None:
+        name = self.settings.model
+        if name is None or name.startswith(BUILTIN_PREFIX):
+            builtin = builtin_model(name or "minilm")
             with self.progress_scope():
-                path = ensure_default_model(self.settings.cache_dir, log=self.log)
-            return load_model_source(str(path), "all-MiniLM-L6-v2 + VADER movie-snippet sentiment head (default)")
-        return load_model_source(self.settings.model)
+                path = ensure_builtin_model(builtin.name, self.settings.cache_dir, log=self.log)
+            return load_model_source(str(path), builtin.description)
+        return load_model_source(name)
+
+    @cached_property
+    def max_length(self) -> int:
+        """Tokens per text: --ortgate-max-length, else the model's own limit (512 where it states none)."""
+        if self.settings.max_length is not None:
+            return self.settings.max_length
+        if self.model.max_length is None:
+            self.log("[ortgate] the model states no length limit (tokenizer model_max_length, position table); "
+                     "truncating at 512 tokens: set --ortgate-max-length to choose")
+            return 512
+        return self.model.max_length
+
+    @cached_property
+    def truncation(self) -> dict:
+        """How many evaluation rows `max_length` truncates: reported, since truncation can change predictions."""
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(self.model.path)
+        lengths = [len(ids) for ids in tokenizer(self.data.texts, truncation=False, verbose=False)["input_ids"]]
+        truncated = sum(1 for n in lengths if n > self.max_length)
+        source = "--ortgate-max-length" if self.settings.max_length is not None else "the model's own limit"
+        self.log(f"[ortgate] max_length {self.max_length} ({source}): {truncated} of {len(lengths)} evaluation rows "
+                 f"truncated (longest: {max(lengths)} tokens)")
+        return {"max_length": self.max_length, "source": source, "truncated_rows": truncated, "rows": len(lengths),
+                "longest_tokens": max(lengths)}
+
+    def prepare(self) -> None:
+        """Resolve the model and the data, and check that the tokenizer reads them: done once, before any test
+        runs, so a model or data problem stops the run with one message instead of failing every test."""
+        _ = self.model, self.data, self.truncation
 
     @cached_property
     def data(self) -> EvalData:
@@ -112,7 +146,7 @@ class RunSession:
     @cached_property
     def builder(self) -> Builder:
         return Builder(self.variants, self.model, Cache(self.settings.cache_dir), self.data.calibration_texts,
-                       self.settings.max_length, log=self.log)
+                       self.max_length, log=self.log)
 
     def built(self, variant_id: str) -> BuiltVariant | None:
         """The variant's build (None for the baseline); raises BuildError if it could not be built."""
@@ -193,10 +227,16 @@ class RunSession:
         if variant_id not in self._predictors:
             s = self.settings
             if variant_id == BASELINE_ID:
-                self._predictors[variant_id] = TorchPredictor(self.model.path, s.threads, s.max_length)
+                self._predictors[variant_id] = TorchPredictor(self.model.path, s.threads, self.max_length)
             else:
                 built = self.built(variant_id)
-                self._predictors[variant_id] = OnnxPredictor(built.path, s.threads, s.max_length)
+                self._predictors[variant_id] = OnnxPredictor(built.path, s.threads, self.max_length)
+            predictor = self._predictors[variant_id]
+            emitted, taken = list(predictor.tokenizer.model_input_names), list(predictor.input_names)
+            if sorted(emitted) != sorted(taken) and (emitted, taken) not in self._input_notes:
+                self._input_notes.append((emitted, taken))
+                self.log(f"[ortgate] model inputs ({'PyTorch' if variant_id == BASELINE_ID else 'ONNX'}): "
+                         f"{describe_inputs(emitted, taken)}")
         return self._predictors[variant_id]
 
     def evaluate(self, variant_id: str) -> Evaluation:
@@ -280,22 +320,22 @@ class RunSession:
 
     @cached_property
     def structure_records(self) -> StructureRecords:
-        name = self.settings.model or "default-minilm-vader-sentiment"
+        name = self.settings.model
+        if name is None or name.startswith(BUILTIN_PREFIX):
+            name = builtin_model(name or "minilm").structure_name
         return StructureRecords(self.settings.structure_dir, name)
 
     def structure(self, variant_id: str) -> StructureCheck:
         """The variant's graph against the rules of its definition and the recorded expected structure."""
         if variant_id not in self.structure_checks:
-            import json
-
             from ortgate.isa import cpu_fingerprint, fingerprint_id
 
             built, graph = self.built(variant_id), self.graph(variant_id)
             fp32 = self.variants.fp32_ancestor(variant_id)
-            model_type = json.loads((self.model.path / "config.json").read_text()).get("model_type", "")
+            export = self.graph(self.variants.chain(variant_id)[0].id)
             problems = rule_problems(self.variants, variant_id, graph, self.graph(fp32) if fp32 else None,
-                                     model_type, built.metadata.get("operators_quantized"),
-                                     self.settings.int8_max_size_fraction)
+                                     self.model.model_type, built.metadata.get("operators_quantized"),
+                                     self.settings.int8_min_weight_share, export)
             key = variant_id
             if self.variants.hardware_specific(variant_id):
                 key = f"{variant_id}@{fingerprint_id(cpu_fingerprint())}"
