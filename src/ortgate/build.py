@@ -445,6 +445,8 @@ def quantize(
 
     _quiet_optimum()
     operators, info = None, {}
+    if step.mode == "static":
+        _refuse_subgraphs(parent_dir / ONNX_FILE)
     if isinstance(step.operators, str):
         operators = derived_operators(step.operators, parent_dir / ONNX_FILE, export_onnx or parent_dir / ONNX_FILE)
     work = out / "_input"
@@ -487,6 +489,24 @@ def quantize(
     quantizer.quantize(save_dir=out, file_suffix=None, quantization_config=qconfig, calibration_tensors_range=ranges)
     shutil.rmtree(work)
     return {"operators_quantized": list(qconfig.operators_to_quantize), **info}
+
+
+# Control-flow nodes carry subgraphs; Optimum's ORTQuantizer refuses static quantization of such graphs.
+SUBGRAPH_OPS = ("If", "Loop", "Scan", "SequenceMap")
+
+
+def _refuse_subgraphs(onnx_path: Path) -> None:
+    """Static quantization does not apply to a graph with control flow (DeBERTa-v2's export has If nodes):
+    say so as a result, before calibration is spent on it."""
+    import onnx
+
+    graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    found = sorted({node.op_type for node in graph.node if node.op_type in SUBGRAPH_OPS})
+    if found:
+        raise NotApplicable(
+            f"static quantization does not apply: the parent graph has control-flow nodes with subgraphs "
+            f"({', '.join(found)}), which Optimum's ORTQuantizer does not statically quantize",
+            f"static quantization of a graph with subgraphs ({', '.join(found)}) is not supported by Optimum")
 
 
 HISTOGRAM_SHARD = 1  # rows per call to the entropy and percentile calibrators

@@ -222,7 +222,7 @@ def _train(model_dir: Path, out: Path, texts: list[str], labels: list[int], reci
     )
     started = time.perf_counter()
     model.train()
-    bar = tqdm(total=total, desc="fine-tuning default model", unit="step", leave=False,
+    bar = tqdm(total=total, desc=f"fine-tuning {type(model).__name__}", unit="step", leave=False,
                mininterval=2.0 if os.isatty(2) else 30.0)
     for epoch in range(recipe.epochs):
         rows = list(range(len(order)))
@@ -242,10 +242,10 @@ def _train(model_dir: Path, out: Path, texts: list[str], labels: list[int], reci
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad()
-            loss_sum += float(loss)
+            loss_sum += loss.item()
             bar.update(1)
-        log(f"[ortgate] default model: epoch {epoch + 1}/{recipe.epochs}, mean loss {loss_sum / len(batches):.4f}, "
-            f"{time.perf_counter() - started:.0f}s")
+        log(f"[ortgate] {type(model).__name__}: epoch {epoch + 1}/{recipe.epochs}, "
+            f"mean loss {loss_sum / len(batches):.4f}, {time.perf_counter() - started:.0f}s")
     bar.close()
     model.eval()
     model.save_pretrained(out)

@@ -51,18 +51,32 @@ def graph_summary(onnx_path: Path, export_summary: dict | None = None) -> dict:
                     and producers[node.input[0]].op_type == "QuantizeLinear")
     dq_weights = sum(1 for node in nodes if node.op_type == "DequantizeLinear" and node.input
                      and node.input[0] in initializers)
+    # A weight shared between layers (ALBERT) reaches its later uses through Identity nodes: follow them, so
+    # such a MatMul counts as a weight MatMul like any other.
+    through_identity = {node.output[0]: node.input[0] for node in nodes
+                        if node.op_type == "Identity" and node.input and node.input[0] in initializers}
+
+    def float_weight(name: str):
+        tensor = initializers.get(through_identity.get(name, name))
+        return tensor if tensor is not None and tensor.data_type == TensorProto.FLOAT and len(tensor.dims) >= 2 \
+            else None
+
     weight_elements_by_op: Counter = Counter()  # fp32 weight matrices (2-D and up) by the operator that reads them
     for op in ops:
-        names = {name for node in nodes if node.op_type == op for name in node.input
-                 if name in initializers and initializers[name].data_type == TensorProto.FLOAT
-                 and len(initializers[name].dims) >= 2}
-        if names:
-            weight_elements_by_op[op] = sum(_elements(initializers[name]) for name in names)
+        if op == "Identity":
+            continue
+        weights = {t.name: t for node in nodes if node.op_type == op for name in node.input
+                   if (t := float_weight(name)) is not None}
+        if weights:
+            weight_elements_by_op[op] = sum(_elements(t) for t in weights.values())
     int8_weight_elements = sum(_elements(t) for t in initializers.values()
                                if TensorProto.DataType.Name(t.data_type) in INT8_TYPES and len(t.dims) >= 2)
     float_weight_matmuls = sum(1 for node in nodes if node.op_type == "MatMul" and len(node.input) > 1
-                               and node.input[1] in initializers
-                               and initializers[node.input[1]].data_type == TensorProto.FLOAT)
+                               and float_weight(node.input[1]) is not None)
+    # Dynamic quantization treats a weight it reaches only through Identity as an activation: it stays fp32 in
+    # the file and DynamicQuantizeLinear quantizes it again on every call.
+    weights_quantized_per_call = sum(1 for node in nodes if node.op_type == "DynamicQuantizeLinear" and node.input
+                                     and float_weight(node.input[0]) is not None)
     summary = {
         "nodes": len(nodes),
         "operators": dict(sorted(ops.items())),
@@ -75,6 +89,7 @@ def graph_summary(onnx_path: Path, export_summary: dict | None = None) -> dict:
             "dequantized_weights": dq_weights,
         },
         "float_weight_matmuls": float_weight_matmuls,
+        "weights_quantized_per_call": weights_quantized_per_call,
         "initializer_types": dict(sorted(weight_types.items())),
         "float_weight_elements_by_op": dict(sorted(weight_elements_by_op.items())),
         "int8_weight_elements": int8_weight_elements,

@@ -37,7 +37,7 @@ from ortgate.stats import (
     paired_comparison,
     speed_ratio_interval,
 )
-from ortgate.structure import StructureCheck, StructureRecords, rule_problems
+from ortgate.structure import StructureCheck, StructureRecords, rule_notes, rule_problems
 from ortgate.throughput import (
     Speed,
     bare_onnxruntime_workload,
@@ -343,7 +343,7 @@ class RunSession:
                 key, graph, self.variants.content_hash(variant_id), library_versions(),
                 update=self.settings.update_structure)
             self.structure_checks[variant_id] = StructureCheck(variant_id, tuple(problems + record_problems),
-                                                               tuple(notes), record)
+                                                               tuple(rule_notes(graph) + notes), record)
         return self.structure_checks[variant_id]
 
     # ------------------------------------------------------------ speed

@@ -129,6 +129,16 @@ def rule_problems(variants: VariantSet, variant_id: str, graph: dict, fp32_graph
     return problems
 
 
+def rule_notes(graph: dict) -> list[str]:
+    """What the rules do not fail but a reader should know about the graph."""
+    per_call = graph.get("weights_quantized_per_call", 0)
+    if per_call:
+        return [f"{per_call} fp32 weights (shared between layers, reached through Identity) are quantized again on "
+                "every call by DynamicQuantizeLinear instead of stored as int8: ONNX Runtime's dynamic quantizer "
+                "takes them for activations"]
+    return []
+
+
 def compare_structure(old: dict, new: dict) -> tuple[list[str], list[str]]:
     """(problems, notes) between a recorded structure and this run's: losses fail, gains are noted."""
     problems, notes = [], []
