@@ -46,6 +46,7 @@ def run_case(case: str, out: Path, extra: list[str]) -> dict:
     suite.mkdir(exist_ok=True)
     for name in SUITE_FILES:
         (suite / name).write_text((SUITE / name).read_text())
+    (suite / "pytest.ini").write_text("[pytest]\n")  # the rootdir: pytest would otherwise find ours upward
     started = time.perf_counter()
     command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider",
                *suite_args(model, data, num_labels), f"--ortgate-cache-dir={out / 'cache'}",

@@ -1,9 +1,10 @@
 """Graph structure of every ONNX variant, checked without timing anything.
 
-Rules from the variant's definition (a level-2+ BERT graph has Attention and SkipLayerNormalization
-fusions; an int8 variant has its MatMuls quantized and is at most --ortgate-int8-max-size-fraction of its
-fp32 parent's size), and the expected structure recorded for this model on the first run (in
---ortgate-structure-dir): a lost fusion or fewer quantized nodes fails, naming them.
+Rules from the variant's definition and the model's type (a level-2+ graph has the fusions ONNX Runtime
+writes for that model type, e.g. one Attention per attention block of a BERT; an int8 variant leaves at most
+1 - --ortgate-int8-min-weight-share of the asked-for operators' weights in fp32), and the expected structure
+recorded for this model on the first run (in --ortgate-structure-dir): a lost fusion or fewer quantized
+nodes fails, naming them.
 """
 
 

@@ -13,14 +13,15 @@ from pathlib import Path
 import pytest
 
 from ortgate.tiny_models import MATRIX_CASES, build_tiny_classifier, write_labeled_csv
+from ortgate.variants import DEFAULT_VARIANTS
 
 SUITE = Path(__file__).resolve().parents[1] / "benchmarks"
 pytest_plugins = ["pytester"]
 # Steps that cannot apply to an architecture are results with their reason, not failures: DeBERTa-v2's export
 # has If nodes (subgraphs), which Optimum does not quantize statically.
 NOT_APPLICABLE = {("deberta-v2", "static-int8"): "static quantization of a graph with subgraphs (If)"}
-DEFAULT_PRESET = ["pytorch", "onnx", "O99", "dynamic-int8", "O99-dynamic-int8-arm64", "O99-dynamic-int8-avx2",
-                  "O99-dynamic-int8-avx512", "O99-dynamic-int8-avx512_vnni", "static-int8"]
+# DeBERTa-v2 (relative positions only) states no length limit: the run falls back to 512 and says so.
+NO_STATED_LIMIT = {"deberta-v2"}
 
 
 @pytest.mark.parametrize("case, arch, tokenizer, num_labels", MATRIX_CASES, ids=[c[0] for c in MATRIX_CASES])
@@ -37,10 +38,11 @@ def test_the_default_preset_runs_end_to_end(pytester, tmp_path, case, arch, toke
         "--ortgate-strict", "-k", "not harness", "--benchmark-json=bench.json", timeout=900)
     doc = json.loads((pytester.path / "ortgate-results" / "summary.json").read_text())
     rows = {r["variant"]: r for r in doc["variants"]}
-    assert list(rows) == DEFAULT_PRESET
+    assert list(rows) == list(DEFAULT_VARIANTS.specs)
     assert doc["model"]["model_type"] == arch and len(doc["model"]["labels"]) == num_labels
     # No max_length given: the model's own limit (its position table), and nothing truncated.
-    assert doc["truncation"]["source"] == "the model's own limit" and doc["truncation"]["truncated_rows"] == 0
+    expected_source = "512: the model states no limit" if arch in NO_STATED_LIMIT else "the model's own limit"
+    assert doc["truncation"]["source"].startswith(expected_source) and doc["truncation"]["truncated_rows"] == 0
     for vid, row in rows.items():
         if (arch, vid) in NOT_APPLICABLE:
             assert row["build"] == "not applicable" and NOT_APPLICABLE[arch, vid] in row["build_error"]
@@ -50,6 +52,7 @@ def test_the_default_preset_runs_end_to_end(pytester, tmp_path, case, arch, toke
         if vid != "pytorch":
             assert row["gate"] == "pass", (vid, row["accuracy_delta_pp"])
             assert row["structure"]["passed"], (vid, row["structure"]["problems"])
-            assert row["speed_check"]["ratio"] > 0
+            low, high = row["speed_check"]["interval"]  # the interleaved speed check ran against its reference
+            assert row["speed_check"]["reference"] in rows and low <= row["speed_check"]["ratio"] <= high
     result.assert_outcomes(passed=result.parseoutcomes()["passed"])  # nothing failed, errored or xfailed
     assert result.ret == 0

@@ -171,3 +171,9 @@ def test_empty_or_missing_texts_and_labels_name_their_rows(tmp_path):
     path.write_text("".join(json.dumps({**r, "text": "fine"}) + "\n" for r in rows))
     with pytest.raises(DataError, match=r"1 row\(s\) have a missing label in column 'label': rows 4"):
         labeled_columns(load_table(str(path), None), None, None, "gaps.jsonl")
+
+
+def test_a_label_map_target_is_a_name_before_an_id():
+    ratings = {0: "1", 1: "2", 2: "3"}  # a rating model whose classes are named by digits
+    assert to_label_ids(["one", "two"], ratings, {"one": "1", "two": "2"}).tolist() == [0, 1]
+    assert to_label_ids(["pos", "neg"], ID2LABEL, {"pos": "positive", "neg": "0"}).tolist() == [1, 0]

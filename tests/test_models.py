@@ -124,3 +124,16 @@ def test_builtin_model_names():
     assert builtin_model("builtin:distilbert-bert-tokenizer").tokenizer == "bert"
     with pytest.raises(ModelError, match="unknown built-in model 'builtin:gpt2'; choose one of builtin:minilm"):
         builtin_model("builtin:gpt2")
+
+
+def test_a_model_without_its_tokenizer_is_named(tiny_model, tmp_path):
+    import shutil
+
+    from ortgate.models import load_tokenizer
+
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy(tiny_model / name, tmp_path / name)
+    source = load_model_source(str(tmp_path))
+    assert source.max_positions == 64 and source.max_length == 64
+    with pytest.raises(ModelError, match="cannot load the tokenizer of .*save the model with its tokenizer"):
+        load_tokenizer(source.path)

@@ -222,6 +222,7 @@ def test_bad_options_are_usage_errors(suite, args, message):
         (["--ortgate-dataset={tmp}/header.csv"], "*dataset file*header.csv has no rows, only a header*"),
         (["--ortgate-model={tmp}/no-model"], "*model directory*no-model does not exist*"),
         (["--ortgate-model=builtin:bart"], "*unknown built-in model 'builtin:bart'; choose one of builtin:minilm*"),
+        (["--ortgate-max-length=100000"], "*max_length 100000 is more than the 64 positions*"),
     ],
 )
 def test_a_model_or_data_problem_stops_the_run_once_before_any_test(suite, tmp_path, args, message):

@@ -1,4 +1,5 @@
-"""A tiny BERT sentiment classifier and labeled data, built from a config in seconds (no downloads)."""
+"""A tiny BERT sentiment classifier with a hand-written vocabulary, and labeled data, built from a config in
+seconds (no downloads). The tests' common model; `ortgate.tiny_models` has one of every architecture."""
 
 from __future__ import annotations
 
@@ -6,9 +7,8 @@ import csv
 import json
 from pathlib import Path
 
-POSITIVE = ["good", "great", "love", "excellent", "fine", "happy", "best", "nice"]
-NEGATIVE = ["bad", "terrible", "hate", "awful", "poor", "sad", "worst", "broken"]
-OTHER = ["the", "movie", "product", "is", "was", "a", "very", "really", "not", "it", "this", "and", "i"]
+from ortgate.tiny_models import NEGATIVE, OTHER, POSITIVE, sentences
+
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ".", "!", "?", *OTHER, *POSITIVE, *NEGATIVE]
 
 
@@ -39,20 +39,6 @@ def build_tiny_model(out: Path, seed: int = 0) -> Path:
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     return out
-
-
-def sentences(n: int, seed: int = 0) -> tuple[list[str], list[int]]:
-    import random
-
-    rng = random.Random(seed)
-    texts, labels = [], []
-    for _ in range(n):
-        label = rng.randint(0, 1)
-        words = POSITIVE if label else NEGATIVE
-        texts.append(f"the {rng.choice(['movie', 'product'])} was {rng.choice(['very ', 'really ', ''])}"
-                     f"{rng.choice(words)} {rng.choice(['.', '!', 'and ' + rng.choice(words) + ' .'])}")
-        labels.append(label)
-    return texts, labels
 
 
 def write_dataset(path: Path, n: int = 40, label_names: tuple[str, str] = ("negative", "positive"),

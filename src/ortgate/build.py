@@ -528,5 +528,5 @@ def calibration_dataset(model_dir: Path, texts: Sequence[str], max_length: int):
         raise BuildError("static quantization needs calibration rows, and the dataset left none")
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     inputs = [i.name for i in onnx.load(str(model_dir / ONNX_FILE), load_external_data=False).graph.input]
-    encoded = tokenizer(list(texts), truncation=True, max_length=max_length)
+    encoded = tokenizer(list(texts), truncation=True, max_length=max_length, return_attention_mask=True)
     return datasets.Dataset.from_dict(select_inputs(encoded, inputs, "the ONNX graph"))

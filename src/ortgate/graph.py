@@ -69,8 +69,6 @@ def graph_summary(onnx_path: Path, export_summary: dict | None = None) -> dict:
                    if (t := float_weight(name)) is not None}
         if weights:
             weight_elements_by_op[op] = sum(_elements(t) for t in weights.values())
-    int8_weight_elements = sum(_elements(t) for t in initializers.values()
-                               if TensorProto.DataType.Name(t.data_type) in INT8_TYPES and len(t.dims) >= 2)
     float_weight_matmuls = sum(1 for node in nodes if node.op_type == "MatMul" and len(node.input) > 1
                                and float_weight(node.input[1]) is not None)
     # Dynamic quantization treats a weight it reaches only through Identity as an activation: it stays fp32 in
@@ -92,7 +90,6 @@ def graph_summary(onnx_path: Path, export_summary: dict | None = None) -> dict:
         "weights_quantized_per_call": weights_quantized_per_call,
         "initializer_types": dict(sorted(weight_types.items())),
         "float_weight_elements_by_op": dict(sorted(weight_elements_by_op.items())),
-        "int8_weight_elements": int8_weight_elements,
         "int8_weight_fraction": (sum(weight_bytes[t] for t in INT8_TYPES) / sum(weight_bytes.values())
                                  if sum(weight_bytes.values()) else 0.0),
         "size_bytes": onnx_path.stat().st_size,

@@ -4,8 +4,9 @@ A tokenizer and a model often disagree: a DistilBERT classifier saved with the B
 was trained with (common on the Hub) gets `token_type_ids` it has no argument for; a BERT graph asks for
 `token_type_ids` that a RoBERTa-style tokenizer never emits. Every place that feeds a model (the PyTorch
 baseline, ONNX predictors, static calibration, benchmarks) goes through `select_inputs`, so each feeds
-exactly the inputs the model accepts: extra keys are dropped, and the two inputs with a neutral value
-(`token_type_ids` = 0, one segment; `attention_mask` = 1, nothing padded) are filled in when missing.
+exactly the inputs the model accepts: extra keys are dropped, and `token_type_ids` (0: one segment) is
+filled in when a graph asks for it and the tokenizer does not emit it. (The attention mask is never
+invented: callers ask the tokenizer for it, since ones would be wrong for a padded batch.)
 """
 
 from __future__ import annotations
@@ -18,16 +19,19 @@ import numpy as np
 
 from ortgate.errors import ModelError
 
-# Inputs whose value is implied for one unpadded (or explicitly masked) segment of text.
-NEUTRAL_VALUES = {"token_type_ids": 0, "attention_mask": 1}
+# Inputs whose value is implied for a single text: one segment.
+NEUTRAL_VALUES = {"token_type_ids": 0}
 
 
 def forward_inputs(forward: Callable, emitted: Sequence[str]) -> tuple[str, ...]:
-    """Which of the tokenizer's outputs `forward` takes as keyword arguments (all of them if it takes **kwargs)."""
+    """Which of the tokenizer's outputs `forward` names as parameters. Only a forward that names none of them
+    (a bare **kwargs) gets them all: newer transformers add `**kwargs` beside the named inputs, and those
+    would swallow a DistilBERT's unwanted token_type_ids again."""
     parameters = inspect.signature(forward).parameters
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+    named = tuple(name for name in emitted if name in parameters)
+    if not named and any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
         return tuple(emitted)
-    return tuple(name for name in emitted if name in parameters)
+    return named
 
 
 def select_inputs(encoded: Mapping[str, Any], wanted: Sequence[str], what: str = "the model") -> dict[str, Any]:

@@ -29,6 +29,7 @@ class ModelSource:
     description: str
     model_type: str = ""
     max_length: int | None = None  # the model's own limit on tokens per text (None: it states none)
+    max_positions: int | None = None  # what its position table holds: a hard limit, unlike the tokenizer's
 
 
 def model_fingerprint(path: Path) -> str:
@@ -84,7 +85,7 @@ def load_model_source(name: str, description: str | None = None) -> ModelSource:
         )
     id2label = _single_label_classes(config, config_path)
     return ModelSource(path, model_fingerprint(path), id2label, description or str(name),
-                       str(config.get("model_type", "")), model_max_length(path, config))
+                       str(config.get("model_type", "")), model_max_length(path, config), position_limit(config))
 
 
 def _single_label_classes(config: dict, config_path: Path) -> dict[int, str]:
@@ -117,9 +118,20 @@ def _single_label_classes(config: dict, config_path: Path) -> dict[int, str]:
     return id2label
 
 
+def position_limit(config: dict) -> int | None:
+    """The tokens per text the position table holds (less RoBERTa's padding offset); None for relative-position
+    models (DeBERTa-v2 without absolute positions), which the table's size does not bound."""
+    positions = config.get("max_position_embeddings")
+    if not (isinstance(positions, int) and positions > 0 and config.get("position_biased_input", True)):
+        return None
+    if config.get("model_type") in PADDING_OFFSET_TYPES:
+        positions -= int(config.get("pad_token_id") or 0) + 1
+    return positions
+
+
 def model_max_length(path: Path, config: dict) -> int | None:
     """The most tokens per text the model takes: its tokenizer's `model_max_length` where it states one, and
-    the positions its embeddings hold (less RoBERTa's padding offset); the smaller of the two."""
+    its position table's size; the smaller of the two."""
     limits = []
     try:
         stated = json.loads((path / "tokenizer_config.json").read_text()).get("model_max_length")
@@ -127,10 +139,18 @@ def model_max_length(path: Path, config: dict) -> int | None:
         stated = None
     if isinstance(stated, int | float) and 0 < stated < _NO_LIMIT:
         limits.append(int(stated))
-    positions = config.get("max_position_embeddings")
-    # Relative-position models (DeBERTa-v2 without absolute positions) are not bound by the table's size.
-    if isinstance(positions, int) and positions > 0 and config.get("position_biased_input", True):
-        if config.get("model_type") in PADDING_OFFSET_TYPES:
-            positions -= int(config.get("pad_token_id") or 0) + 1
+    if (positions := position_limit(config)) is not None:
         limits.append(positions)
     return min(limits) if limits else None
+
+
+def load_tokenizer(path: Path):
+    """The model's tokenizer, or a ModelError that says it is missing (a model saved without it is common)."""
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError, TypeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelError(f"cannot load the tokenizer of {path} ({type(exc).__name__}: {first}); save the model with "
+                         "its tokenizer (tokenizer.save_pretrained(DIR))") from None

@@ -105,7 +105,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def pytest_runtestloop(session: pytest.Session) -> None:
     """Resolve the model and the data once, before the first test: a missing model directory or an unreadable
     dataset stops the run with one message (exit code 4, like any usage error), not one error per test."""
-    if session.testsfailed or session.config.option.collectonly:
+    option = session.config.option
+    if (session.testsfailed and not option.continue_on_collection_errors) or option.collectonly:
         return  # pytest's own loop stops there; nothing to prepare
     if not any("ortgate" in getattr(item, "fixturenames", ()) for item in session.items):
         return  # no test uses ortgate (e.g. this project's unit tests): build no model

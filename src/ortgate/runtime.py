@@ -53,7 +53,7 @@ class OnnxPredictor:
 
     def encode(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
         encoded = self.tokenizer(list(texts), truncation=True, max_length=self.max_length,
-                                 padding=len(texts) > 1, return_tensors="np")
+                                 padding=len(texts) > 1, return_attention_mask=True, return_tensors="np")
         selected = select_inputs(encoded, self.input_names, "the ONNX graph")
         return {name: np.asarray(value, dtype=np.int64) for name, value in selected.items()}
 
@@ -77,7 +77,7 @@ class TorchPredictor:
     def encode(self, texts: Sequence[str]):
         encoded = self.tokenizer(list(texts), truncation=True, max_length=self.max_length,
                                  padding=len(texts) > 1, return_tensors="pt")
-        return {name: encoded[name] for name in self.input_names if name in encoded}
+        return select_inputs(encoded, self.input_names, "the PyTorch model")
 
     def run(self, features) -> np.ndarray:
         with self._torch.inference_mode():

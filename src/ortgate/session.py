@@ -22,12 +22,12 @@ from ortgate.cache import Cache
 from ortgate.config import Settings
 from ortgate.data import EvalData, load_eval_data
 from ortgate.default_model import BUILTIN_PREFIX, builtin_model, ensure_builtin_model
-from ortgate.errors import BuildError
+from ortgate.errors import BuildError, ModelError
 from ortgate.gate import GateResult, SpeedCheck, speed_floor_for
 from ortgate.graph import graph_summary
 from ortgate.inputs import describe_inputs
 from ortgate.metrics import Metrics, classification_metrics, f1_score_fast
-from ortgate.models import ModelSource, load_model_source
+from ortgate.models import ModelSource, load_model_source, load_tokenizer
 from ortgate.runtime import OnnxPredictor, Predictor, TorchPredictor, predict_logits
 from ortgate.stats import (
     PairedComparison,
@@ -105,25 +105,31 @@ class RunSession:
         return load_model_source(name)
 
     @cached_property
-    def max_length(self) -> int:
-        """Tokens per text: --ortgate-max-length, else the model's own limit (512 where it states none)."""
-        if self.settings.max_length is not None:
-            return self.settings.max_length
+    def max_length_and_source(self) -> tuple[int, str]:
+        """Tokens per text and where the figure comes from: the max_length setting (refused beyond the position
+        table, which would fail every row), else the model's own limit, else 512."""
+        chosen, positions = self.settings.max_length, self.model.max_positions
+        if chosen is not None:
+            if positions is not None and chosen > positions:
+                raise ModelError(f"max_length {chosen} is more than the {positions} positions {self.model.path} "
+                                 f"holds; set --ortgate-max-length (or max_length in [tool.ortgate]) to {positions} "
+                                 "or less, or leave it unset for the model's own limit")
+            return chosen, "the max_length setting"
         if self.model.max_length is None:
-            self.log("[ortgate] the model states no length limit (tokenizer model_max_length, position table); "
-                     "truncating at 512 tokens: set --ortgate-max-length to choose")
-            return 512
-        return self.model.max_length
+            return 512, "512: the model states no limit (set --ortgate-max-length to choose)"
+        return self.model.max_length, "the model's own limit"
+
+    @property
+    def max_length(self) -> int:
+        return self.max_length_and_source[0]
 
     @cached_property
     def truncation(self) -> dict:
         """How many evaluation rows `max_length` truncates: reported, since truncation can change predictions."""
-        from transformers import AutoTokenizer
-
-        tokenizer = AutoTokenizer.from_pretrained(self.model.path)
+        tokenizer = load_tokenizer(self.model.path)
         lengths = [len(ids) for ids in tokenizer(self.data.texts, truncation=False, verbose=False)["input_ids"]]
         truncated = sum(1 for n in lengths if n > self.max_length)
-        source = "--ortgate-max-length" if self.settings.max_length is not None else "the model's own limit"
+        source = self.max_length_and_source[1]
         self.log(f"[ortgate] max_length {self.max_length} ({source}): {truncated} of {len(lengths)} evaluation rows "
                  f"truncated (longest: {max(lengths)} tokens)")
         return {"max_length": self.max_length, "source": source, "truncated_rows": truncated, "rows": len(lengths),
@@ -235,7 +241,7 @@ class RunSession:
             emitted, taken = list(predictor.tokenizer.model_input_names), list(predictor.input_names)
             if sorted(emitted) != sorted(taken) and (emitted, taken) not in self._input_notes:
                 self._input_notes.append((emitted, taken))
-                self.log(f"[ortgate] model inputs ({'PyTorch' if variant_id == BASELINE_ID else 'ONNX'}): "
+                self.log("[ortgate] model inputs: "
                          f"{describe_inputs(emitted, taken)}")
         return self._predictors[variant_id]
 

@@ -28,6 +28,8 @@ from ortgate.variants import Optimize, Quantize, VariantSet
 # Which fusions ONNX Runtime's transformer optimizer writes at level 2+ for each model type, as measured on
 # every architecture of tests/test_architectures.py (onnxruntime 1.32, Optimum 2.1): Optimum hands all of
 # these to ORT's BERT optimizer, whose attention fusion matches the standard self-attention subgraph.
+# CamemBERT (RoBERTa's code) and DeBERTa v1 (DeBERTa-v2's attention) are not in the matrix; their rows are
+# assumed from the architectures they share code with.
 #   "all":  one fused node per attention block of the export (its Softmax nodes);
 #   "some": at least one fused node (ALBERT shares one layer's weights across layers, and ORT fuses the
 #           attention of the first use only);

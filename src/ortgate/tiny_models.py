@@ -19,6 +19,8 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
+from ortgate.inputs import forward_inputs
+
 ARCHITECTURES: tuple[str, ...] = (
     "bert", "distilbert", "roberta", "xlm-roberta", "electra", "albert", "mpnet", "deberta-v2",
 )
@@ -226,11 +228,8 @@ def _config(arch: str, tokenizer, labels: dict) -> object:
 
 
 def _forward_inputs(model, batch: dict) -> dict:
-    """The tokenizer's outputs that `model.forward` accepts (a mismatched tokenizer emits extra keys)."""
-    import inspect
-
-    accepted = inspect.signature(model.forward).parameters
-    return {k: v for k, v in batch.items() if k in accepted}
+    """The tokenizer's outputs that `model.forward` takes (a mismatched tokenizer emits extra keys)."""
+    return {name: batch[name] for name in forward_inputs(model.forward, list(batch))}
 
 
 def _train(model, tokenizer, num_labels: int, seed: int) -> None:
