@@ -24,9 +24,18 @@ NOT_APPLICABLE = {("deberta-v2", "static-int8"): "static quantization of a graph
 NO_STATED_LIMIT = {"deberta-v2"}
 
 
+@pytest.fixture(scope="session")
+def matrix_models(tmp_path_factory) -> dict[str, Path]:
+    """Every case's tiny model, built before any test runs: pytester restores sys.modules after each test, and
+    torch's lazily imported modules cannot be imported a second time in one process."""
+    folder = tmp_path_factory.mktemp("architectures")
+    return {case: build_tiny_classifier(arch, folder / case, tokenizer=tokenizer, num_labels=num_labels)
+            for case, arch, tokenizer, num_labels in MATRIX_CASES}
+
+
 @pytest.mark.parametrize("case, arch, tokenizer, num_labels", MATRIX_CASES, ids=[c[0] for c in MATRIX_CASES])
-def test_the_default_preset_runs_end_to_end(pytester, tmp_path, case, arch, tokenizer, num_labels):
-    model = build_tiny_classifier(arch, tmp_path / "model", tokenizer=tokenizer, num_labels=num_labels)
+def test_the_default_preset_runs_end_to_end(matrix_models, pytester, tmp_path, case, arch, tokenizer, num_labels):
+    model = matrix_models[case]
     data = write_labeled_csv(tmp_path / "reviews.csv", 48, num_labels, seed=11)
     for name in ("test_accuracy.py", "test_throughput.py", "test_structure.py"):
         (pytester.path / name).write_text((SUITE / name).read_text())
@@ -54,5 +63,8 @@ def test_the_default_preset_runs_end_to_end(pytester, tmp_path, case, arch, toke
             assert row["structure"]["passed"], (vid, row["structure"]["problems"])
             low, high = row["speed_check"]["interval"]  # the interleaved speed check ran against its reference
             assert row["speed_check"]["reference"] in rows and low <= row["speed_check"]["ratio"] <= high
-    result.assert_outcomes(passed=result.parseoutcomes()["passed"])  # nothing failed, errored or xfailed
+    # Nothing failed, errored or xfailed; skipped: the throughput tests and speed checks of the avx512 and
+    # avx512_vnni graphs (byte-identical to arm64's), and the 6 tests of a variant that does not apply.
+    skipped = 6 + 6 * sum(1 for a, _ in NOT_APPLICABLE if a == arch)
+    result.assert_outcomes(passed=51 - skipped, skipped=skipped, deselected=1)
     assert result.ret == 0
