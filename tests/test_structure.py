@@ -143,3 +143,30 @@ def test_gpu_only_graphs_are_not_applicable_on_a_cpu_unless_named():
     assert session.not_applicable_reason("O3") is None
     named = RunSession(Settings(variant_set=full(), variants=("O4",)), log=lambda m: None)
     assert named.not_applicable_reason("O4") is None
+
+
+def test_weights_shared_through_identity_count_as_weights_and_per_call_quantization_is_noted(tmp_path):
+    """ALBERT's export feeds a layer's shared weights to its later uses through Identity nodes."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from ortgate.structure import rule_notes
+
+    weight = numpy_helper.from_array(np.ones((4, 4), dtype=np.float32), "W")
+    nodes = [helper.make_node("MatMul", ["x", "W"], ["h"]), helper.make_node("Identity", ["W"], ["W_shared"]),
+             helper.make_node("MatMul", ["h", "W_shared"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])], [weight])
+    onnx.save(helper.make_model(graph), str(tmp_path / "shared.onnx"))
+    summary = graph_summary(tmp_path / "shared.onnx")
+    assert summary["float_weight_matmuls"] == 2 and summary["float_weight_elements_by_op"] == {"MatMul": 16}
+    assert summary["weights_quantized_per_call"] == 0 and rule_notes(summary) == []
+
+    nodes[2:] = [helper.make_node("DynamicQuantizeLinear", ["W_shared"], ["Wq", "Ws", "Wz"])]
+    graph = helper.make_graph(nodes, "g", graph.input, [helper.make_tensor_value_info("Wq", TensorProto.UINT8, [4, 4])],
+                              [weight])
+    onnx.save(helper.make_model(graph), str(tmp_path / "per_call.onnx"))
+    summary = graph_summary(tmp_path / "per_call.onnx")
+    assert summary["weights_quantized_per_call"] == 1
+    assert "1 fp32 weights (shared between layers" in rule_notes(summary)[0]

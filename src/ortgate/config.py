@@ -74,7 +74,7 @@ OPTION_HELP: dict[str, str] = {
     "(default: ortgate-structure/; commit it like a benchmark baseline)",
     "update_structure": "record the graph structure of this run's variants as the expected one",
     "int8_min_weight_share": "structural rule: of the fp32 weight matrices read by the operators an int8 variant "
-    "asked to quantize (those ONNX Runtime's quantizer handles in its mode), at least this share is int8 afterwards "
+    "asked to quantize (those ONNX Runtime's quantizer handles in its mode), at least this share is quantized "
     "(default 0.99)",
     "tolerance": "allowed accuracy/F1 drop: 1.0pp (absolute points), 2%% (relative), per variant "
     "with id=value, e.g. 1pp,static-int8=3pp (default 1.0pp)",

@@ -241,8 +241,7 @@ class RunSession:
             emitted, taken = list(predictor.tokenizer.model_input_names), list(predictor.input_names)
             if sorted(emitted) != sorted(taken) and (emitted, taken) not in self._input_notes:
                 self._input_notes.append((emitted, taken))
-                self.log("[ortgate] model inputs: "
-                         f"{describe_inputs(emitted, taken)}")
+                self.log(f"[ortgate] model inputs: {describe_inputs(emitted, taken)}")
         return self._predictors[variant_id]
 
     def evaluate(self, variant_id: str) -> Evaluation:
