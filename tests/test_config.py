@@ -50,3 +50,12 @@ def test_pyproject_table_is_read_and_unknown_keys_rejected(tmp_path):
     with pytest.raises(ConfigError, match=r"unknown setting\(s\) \['tolerence'\]"):
         read_pyproject(tmp_path)
     assert read_pyproject(Path(tmp_path / "nowhere")) == {}
+
+
+def test_the_removed_size_rule_names_its_replacement_and_the_share_accepts_one(tmp_path):
+    (tmp_path / "pyproject.toml").write_text("[tool.ortgate]\nint8_max_size_fraction = 0.9\n")
+    with pytest.raises(ConfigError, match="int8_max_size_fraction .* is gone.*int8_min_weight_share"):
+        read_pyproject(tmp_path)
+    assert resolve_settings({"int8_min_weight_share": "1"}, {}, tmp_path).int8_min_weight_share == 1.0
+    with pytest.raises(ConfigError, match="'int8_min_weight_share' must be between 0 and 1"):
+        resolve_settings({"int8_min_weight_share": "1.5"}, {}, tmp_path)
