@@ -18,7 +18,7 @@ from importlib import metadata
 from pathlib import Path
 
 from ortgate.cache import MANIFEST, Cache
-from ortgate.errors import BuildError
+from ortgate.errors import BuildError, first_line
 from ortgate.inputs import select_inputs
 from ortgate.isa import cpu_fingerprint, fingerprint_id
 from ortgate.models import ModelSource
@@ -167,7 +167,7 @@ class Builder:
             except BuildError as exc:
                 raise type(exc)(f"building variant {variant_id} failed: {exc}", exc.reason) from exc
             except Exception as exc:
-                reason = f"{type(exc).__name__}: {_first_line(exc)}"
+                reason = f"{type(exc).__name__}: {first_line(exc)}"
                 raise BuildError(f"building variant {variant_id} failed: {reason}", reason) from exc
             if not (staging / ONNX_FILE).is_file():
                 raise BuildError(f"building variant {variant_id} produced no {ONNX_FILE}", f"no {ONNX_FILE}")
@@ -329,13 +329,8 @@ def _build_in_worker(payload, variant_id: str):
     except BuildError as exc:
         return False, exc, lines
     except Exception as exc:  # anything else (disk full, a lock timeout) is this variant's failure too
-        reason = f"{type(exc).__name__}: {_first_line(exc)}"
+        reason = f"{type(exc).__name__}: {first_line(exc)}"
         return False, BuildError(f"building variant {variant_id} failed: {reason}", reason), lines
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _describe(step) -> str:

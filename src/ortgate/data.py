@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ortgate import pypi
-from ortgate.errors import ConfigError, DataError
+from ortgate.errors import ConfigError, DataError, first_line
 
 DEFAULT_EVAL_ROWS = 3000
 DEFAULT_CALIBRATION_ROWS = 128
@@ -120,11 +120,6 @@ def _head(path: Path, size: int = 4096) -> bytes:
         return handle.read(size)
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
 def load_table(dataset: str, split: str | None):
     """A `datasets.Dataset` from a csv/jsonl/parquet file, a save_to_disk folder, or a hub name."""
     import datasets
@@ -157,7 +152,7 @@ def load_table(dataset: str, split: str | None):
         except Exception as exc:
             if "corresponds to no data" in str(exc):  # datasets' words for a file with a header only
                 raise DataError(f"dataset file {path} has no rows, only a header") from None
-            raise DataError(f"could not read {path} as {FILE_FORMATS[suffix]}: {_first_line(exc)}") from None
+            raise DataError(f"could not read {path} as {FILE_FORMATS[suffix]}: {first_line(exc)}") from None
         if len(table) == 0:
             raise DataError(f"dataset file {path} has no rows (columns: {table.column_names})")
         return _apply_slice(table, slice_, dataset)

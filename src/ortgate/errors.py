@@ -1,6 +1,12 @@
 """The project's exception types. Every message says what to fix next."""
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type's name when it has none): what a one-line report shows."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 class OrtgateError(Exception):
     """Base class: a problem the user can act on (bad input, missing file, unreachable hub)."""
 

@@ -7,7 +7,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from ortgate.errors import ModelError
+from ortgate.errors import ModelError, first_line
 
 # Files that define a model's behaviour; their bytes make its fingerprint.
 FINGERPRINT_GLOBS = ("config.json", "*.safetensors", "*.bin", "tokenizer*.json", "vocab.txt", "*.model",
@@ -151,6 +151,5 @@ def load_tokenizer(path: Path):
     try:
         return AutoTokenizer.from_pretrained(path)
     except (OSError, ValueError, TypeError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelError(f"cannot load the tokenizer of {path} ({type(exc).__name__}: {first}); save the model with "
-                         "its tokenizer (tokenizer.save_pretrained(DIR))") from None
+        raise ModelError(f"cannot load the tokenizer of {path} ({type(exc).__name__}: {first_line(exc)}); save the "
+                         "model with its tokenizer (tokenizer.save_pretrained(DIR))") from None
