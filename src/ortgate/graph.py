@@ -61,14 +61,12 @@ def graph_summary(onnx_path: Path, export_summary: dict | None = None) -> dict:
         return tensor if tensor is not None and tensor.data_type == TensorProto.FLOAT and len(tensor.dims) >= 2 \
             else None
 
-    weight_elements_by_op: Counter = Counter()  # fp32 weight matrices (2-D and up) by the operator that reads them
-    for op in ops:
-        if op == "Identity":
-            continue
-        weights = {t.name: t for node in nodes if node.op_type == op for name in node.input
-                   if (t := float_weight(name)) is not None}
-        if weights:
-            weight_elements_by_op[op] = sum(_elements(t) for t in weights.values())
+    weights_by_op: dict[str, dict] = {}  # fp32 weight matrices (2-D and up) by the operator that reads them
+    for node in nodes:
+        for name in node.input if node.op_type != "Identity" else ():
+            if (tensor := float_weight(name)) is not None:
+                weights_by_op.setdefault(node.op_type, {})[tensor.name] = tensor
+    weight_elements_by_op = {op: sum(_elements(t) for t in weights.values()) for op, weights in weights_by_op.items()}
     float_weight_matmuls = sum(1 for node in nodes if node.op_type == "MatMul" and len(node.input) > 1
                                and float_weight(node.input[1]) is not None)
     # Dynamic quantization treats a weight it reaches only through Identity as an activation: it stays fp32 in

@@ -21,7 +21,7 @@ from ortgate.build import Builder, BuiltVariant, NotApplicable, library_versions
 from ortgate.cache import Cache
 from ortgate.config import Settings
 from ortgate.data import EvalData, load_eval_data
-from ortgate.default_model import BUILTIN_PREFIX, builtin_model, ensure_builtin_model
+from ortgate.default_model import BUILTIN_PREFIX, BuiltinModel, builtin_model, ensure_builtin_model
 from ortgate.errors import BuildError, ModelError
 from ortgate.gate import GateResult, SpeedCheck, speed_floor_for
 from ortgate.graph import graph_summary
@@ -95,14 +95,18 @@ class RunSession:
         return self.variants.select(self.settings.variants)
 
     @cached_property
-    def model(self) -> ModelSource:
+    def builtin(self) -> BuiltinModel | None:
+        """The built-in model the settings name (the default model when they name none), else None."""
         name = self.settings.model
-        if name is None or name.startswith(BUILTIN_PREFIX):
-            builtin = builtin_model(name or "minilm")
+        return builtin_model(name or "minilm") if name is None or name.startswith(BUILTIN_PREFIX) else None
+
+    @cached_property
+    def model(self) -> ModelSource:
+        if self.builtin is not None:
             with self.progress_scope():
-                path = ensure_builtin_model(builtin.name, self.settings.cache_dir, log=self.log)
-            return load_model_source(str(path), builtin.description)
-        return load_model_source(name)
+                path = ensure_builtin_model(self.builtin.name, self.settings.cache_dir, log=self.log)
+            return load_model_source(str(path), self.builtin.description)
+        return load_model_source(self.settings.model)
 
     @cached_property
     def max_length_and_source(self) -> tuple[int, str]:
@@ -325,9 +329,7 @@ class RunSession:
 
     @cached_property
     def structure_records(self) -> StructureRecords:
-        name = self.settings.model
-        if name is None or name.startswith(BUILTIN_PREFIX):
-            name = builtin_model(name or "minilm").structure_name
+        name = self.builtin.structure_name if self.builtin is not None else self.settings.model
         return StructureRecords(self.settings.structure_dir, name)
 
     def structure(self, variant_id: str) -> StructureCheck:
