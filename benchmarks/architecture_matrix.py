@@ -4,7 +4,7 @@
                                              [-- extra pytest options, e.g. --ortgate-preset quick]
 
 Each case (an architecture with the tokenizer kind it really uses, a DistilBERT saved with a BERT tokenizer,
-a three-class model) gets a tiny model built from a config (`ortgate.tiny_models`, no downloads) and one
+a three-class model) gets a tiny model built from a config (`ortgate.sources.tiny_models`, no downloads) and one
 `pytest benchmarks` run in its own process, on a small labeled csv. The runs' summary.json files become
 `architectures.json` and `architectures.md`: per case and variant, whether it built, passed its accuracy
 gate and its structure check, and was timed. The tiny models' speeds and accuracies mean nothing; this
@@ -22,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-from ortgate.tiny_models import MATRIX_CASES, build_tiny_classifier, write_labeled_csv
+from ortgate.sources.tiny_models import MATRIX_CASES, build_tiny_classifier, write_labeled_csv
 
 SUITE = Path(__file__).resolve().parent
 SUITE_FILES = ("test_accuracy.py", "test_throughput.py", "test_structure.py")

@@ -5,7 +5,7 @@ Compare with a saved run: `pytest benchmarks --benchmark-compare --benchmark-com
 
 import pytest
 
-from ortgate.throughput import MODES, measure_with_benchmark
+from ortgate.measure.throughput import MODES, measure_with_benchmark
 
 
 def _skip_if_same_graph(ortgate, variant_id):

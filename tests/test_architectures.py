@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from ortgate.tiny_models import MATRIX_CASES, build_tiny_classifier, write_labeled_csv
-from ortgate.variants import DEFAULT_VARIANTS
+from ortgate.sources.tiny_models import MATRIX_CASES, build_tiny_classifier, write_labeled_csv
+from ortgate.spec.variants import DEFAULT_VARIANTS
 
 SUITE = Path(__file__).resolve().parents[1] / "benchmarks"
 pytest_plugins = ["pytester"]

@@ -4,14 +4,14 @@ import numpy as np
 import onnx
 import pytest
 
-from ortgate import build as build_module
-from ortgate.build import Builder, build_key
-from ortgate.cache import Cache
+from ortgate.build import builder as build_module
+from ortgate.build.builder import Builder, build_key
+from ortgate.build.cache import Cache
+from ortgate.build.graph import graph_summary
+from ortgate.build.runtime import OnnxPredictor, TorchPredictor, predict_logits
 from ortgate.errors import BuildError
-from ortgate.graph import graph_summary
-from ortgate.models import load_model_source
-from ortgate.runtime import OnnxPredictor, TorchPredictor, predict_logits
-from ortgate.variants import DEFAULT_VARIANTS
+from ortgate.sources.models import load_model_source
+from ortgate.spec.variants import DEFAULT_VARIANTS
 from tiny import sentences
 
 TEXTS, LABELS = sentences(40, seed=11)

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from ortgate.cli import main
-from ortgate.compare import compare_runs, render_markdown
 from ortgate.errors import OrtgateError
+from ortgate.report.compare import compare_runs, render_markdown
 
 
 def run(times: dict, cpu="epyc", accuracy=None, predictions=None, labels=None):

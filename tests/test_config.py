@@ -2,9 +2,9 @@ from pathlib import Path
 
 import pytest
 
-from ortgate.config import DEFAULTS, read_pyproject, resolve_settings
 from ortgate.errors import ConfigError
-from ortgate.gate import Tolerance
+from ortgate.spec.settings import DEFAULTS, read_pyproject, resolve_settings
+from ortgate.verdict.gate import Tolerance
 
 
 def test_command_line_wins_over_pyproject_over_defaults(tmp_path):

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from ortgate.crossmachine import build_report, load_summaries, pareto_front, render_markdown, write_report
 from ortgate.errors import OrtgateError
+from ortgate.report.crossmachine import build_report, load_summaries, pareto_front, render_markdown, write_report
 
 SUITE = Path(__file__).resolve().parents[1] / "benchmarks"
 OTHER_CPU = {"arch": "x86_64", "vendor": "GenuineIntel", "model_name": "Intel(R) Core(TM) i7-8700 (fabricated)",

@@ -3,7 +3,8 @@ import json
 import numpy as np
 import pytest
 
-from ortgate.data import (
+from ortgate.errors import ConfigError, DataError
+from ortgate.sources.data import (
     combine_text,
     labeled_columns,
     load_eval_data,
@@ -13,7 +14,6 @@ from ortgate.data import (
     split_eval_calibration,
     to_label_ids,
 )
-from ortgate.errors import ConfigError, DataError
 from tiny import write_dataset
 
 ID2LABEL = {0: "NEGATIVE", 1: "POSITIVE"}

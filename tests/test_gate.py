@@ -3,7 +3,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ortgate.errors import ConfigError
-from ortgate.gate import (
+from ortgate.verdict.gate import (
     GateResult,
     SpeedCheck,
     SpeedFloor,

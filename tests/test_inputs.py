@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from ortgate.errors import ModelError
-from ortgate.inputs import describe_inputs, forward_inputs, select_inputs
+from ortgate.sources.inputs import describe_inputs, forward_inputs, select_inputs
 
 
 def test_forward_inputs_follow_the_signature():

@@ -5,10 +5,10 @@ import tomllib
 
 import pytest
 
-from ortgate.config import read_pyproject, resolve_settings
 from ortgate.errors import ConfigError
-from ortgate.matrix import FULL_OPTION_TOGGLES, full, preset, quick, read_matrix_file, reference, resolve_matrix
-from ortgate.variants import (
+from ortgate.spec.matrix import FULL_OPTION_TOGGLES, full, preset, quick, read_matrix_file, reference, resolve_matrix
+from ortgate.spec.settings import read_pyproject, resolve_settings
+from ortgate.spec.variants import (
     CALIBRATION_METHODS,
     DEFAULT_VARIANTS,
     ISA_PRESETS,
@@ -182,14 +182,14 @@ def test_parse_matrix_needs_tables():
 def test_hash_ignores_unset_fields_so_adding_one_keeps_old_cache_keys():
     # An optional field left unset (None) does not enter the hash.
     a = dataclasses.replace(Quantize("dynamic", "arm64", True), format=None)
-    from ortgate.variants import step_fields
+    from ortgate.spec.variants import step_fields
 
     assert "format" not in step_fields(a) and "operators" not in step_fields(a)
     assert step_fields(Optimize(99)) == {"level": 99, "options": (), "kind": "optimize"}
 
 
 def test_a_preset_with_options_over_its_own_fields():
-    from ortgate.build import optimization_config
+    from ortgate.build.builder import optimization_config
 
     o3 = optimization_config(Optimize(preset="O3", options=(("enable_gelu_approximation", False),)))
     assert o3.optimization_level == 2 and o3.enable_gelu_approximation is False and not o3.optimize_for_gpu

@@ -6,15 +6,15 @@ import numpy as np
 import onnx
 import pytest
 
-from ortgate import build as build_module
-from ortgate.build import Builder, NotApplicable
-from ortgate.cache import Cache
+from ortgate.build import builder as build_module
+from ortgate.build.builder import Builder, NotApplicable
+from ortgate.build.cache import Cache
+from ortgate.build.graph import graph_summary
+from ortgate.build.runtime import OnnxPredictor, TorchPredictor, predict_logits
 from ortgate.errors import BuildError
-from ortgate.graph import graph_summary
-from ortgate.matrix import reference
-from ortgate.models import load_model_source
-from ortgate.runtime import OnnxPredictor, TorchPredictor, predict_logits
-from ortgate.variants import Optimize, Quantize, VariantSet, VariantSpec
+from ortgate.sources.models import load_model_source
+from ortgate.spec.matrix import reference
+from ortgate.spec.variants import Optimize, Quantize, VariantSet, VariantSpec
 from tiny import sentences
 
 TEXTS, _ = sentences(60, seed=7)

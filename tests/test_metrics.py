@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from ortgate.metrics import classification_metrics
+from ortgate.measure.metrics import classification_metrics
 
 
 def test_binary_metrics_of_the_positive_class():
@@ -25,7 +25,7 @@ def test_bad_input():
 
 @pytest.mark.parametrize("num_labels", [2, 3])
 def test_fast_f1_matches_scikit_learn(num_labels):
-    from ortgate.metrics import f1_score_fast
+    from ortgate.measure.metrics import f1_score_fast
 
     rng = np.random.default_rng(0)
     labels, preds = rng.integers(0, num_labels, 500), rng.integers(0, num_labels, 500)

@@ -3,7 +3,7 @@ import json
 import pytest
 
 from ortgate.errors import ModelError
-from ortgate.models import load_model_source
+from ortgate.sources.models import load_model_source
 
 
 def test_tiny_model_loads_with_labels_and_fingerprint(tiny_model):
@@ -91,7 +91,7 @@ def test_generic_label_names_and_many_classes_load(tmp_path):
     ({"model_type": "bert"}, None, None),
 ])
 def test_the_models_own_length_limit(tmp_path, config, tokenizer_limit, expected):
-    from ortgate.models import model_max_length
+    from ortgate.sources.models import model_max_length
 
     if tokenizer_limit is not None:
         (tmp_path / "tokenizer_config.json").write_text(json.dumps({"model_max_length": tokenizer_limit}))
@@ -102,7 +102,7 @@ def test_bert_weights_become_a_distilbert_with_the_same_hidden_states(tiny_model
     import torch
     from transformers import AutoModel, AutoTokenizer, BertModel, DistilBertModel
 
-    from ortgate.default_model import bert_to_distilbert, save_tokenizer
+    from ortgate.sources.default_model import bert_to_distilbert, save_tokenizer
 
     bert_to_distilbert(tiny_model, tmp_path)
     save_tokenizer(tiny_model, tmp_path, "distilbert")
@@ -118,7 +118,7 @@ def test_bert_weights_become_a_distilbert_with_the_same_hidden_states(tiny_model
 
 
 def test_builtin_model_names():
-    from ortgate.default_model import builtin_model
+    from ortgate.sources.default_model import builtin_model
 
     assert builtin_model("builtin:distilbert").architecture == "distilbert"
     assert builtin_model("builtin:distilbert-bert-tokenizer").tokenizer == "bert"
@@ -129,7 +129,7 @@ def test_builtin_model_names():
 def test_a_model_without_its_tokenizer_is_named(tiny_model, tmp_path):
     import shutil
 
-    from ortgate.models import load_tokenizer
+    from ortgate.sources.models import load_tokenizer
 
     for name in ("config.json", "model.safetensors"):
         shutil.copy(tiny_model / name, tmp_path / name)

@@ -5,15 +5,15 @@ import json
 
 import pytest
 
-from ortgate.build import Builder
-from ortgate.cache import Cache
-from ortgate.config import Settings
-from ortgate.graph import graph_summary
-from ortgate.matrix import full
-from ortgate.models import load_model_source
+from ortgate.build.builder import Builder
+from ortgate.build.cache import Cache
+from ortgate.build.graph import graph_summary
 from ortgate.session import RunSession
-from ortgate.structure import StructureRecords, compare_structure, rule_problems
-from ortgate.variants import Export, Optimize, Quantize, VariantSet, VariantSpec
+from ortgate.sources.models import load_model_source
+from ortgate.spec.matrix import full
+from ortgate.spec.settings import Settings
+from ortgate.spec.variants import Export, Optimize, Quantize, VariantSet, VariantSpec
+from ortgate.verdict.structure import StructureRecords, compare_structure, rule_problems
 from tiny import sentences
 
 TEXTS, _ = sentences(20, seed=3)
@@ -93,7 +93,7 @@ def test_int8_rules_are_stated_over_what_was_asked_to_be_quantized(graphs):
 
 
 def test_only_operators_the_quantizer_handles_in_its_mode_are_held_to_the_rule():
-    from ortgate.structure import quantizable_operators
+    from ortgate.verdict.structure import quantizable_operators
 
     ops = ["MatMul", "Attention", "LayerNormalization", "Gemm"]
     assert quantizable_operators(Quantize("dynamic", "arm64", True, tuple(ops)), ops) == ["MatMul", "Attention"]
@@ -151,7 +151,7 @@ def test_weights_shared_through_identity_count_as_weights_and_per_call_quantizat
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    from ortgate.structure import rule_notes
+    from ortgate.verdict.structure import rule_notes
 
     weight = numpy_helper.from_array(np.ones((4, 4), dtype=np.float32), "W")
     nodes = [helper.make_node("MatMul", ["x", "W"], ["h"]), helper.make_node("Identity", ["W"], ["W_shared"]),

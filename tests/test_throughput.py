@@ -1,6 +1,6 @@
 import pytest
 
-from ortgate.throughput import interleaved_round_times, speed_from_round_times, workload
+from ortgate.measure.throughput import interleaved_round_times, speed_from_round_times, workload
 
 
 def test_speed_from_round_times_uses_the_median_round():
@@ -50,8 +50,8 @@ def test_workloads_call_the_predictor_once_per_text():
 def test_harness_check_compares_the_two_loops_on_the_same_inputs(tiny_model, tiny_csv, tmp_path):
     from pathlib import Path
 
-    from ortgate.config import resolve_settings
     from ortgate.session import RunSession
+    from ortgate.spec.settings import resolve_settings
 
     settings = resolve_settings({"model": str(tiny_model), "dataset": str(tiny_csv), "cache_dir": str(tmp_path),
                                  "bench_samples": "8", "max_length": "32"}, {}, Path(tmp_path))

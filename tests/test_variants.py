@@ -1,7 +1,7 @@
 import pytest
 
 from ortgate.errors import ConfigError
-from ortgate.variants import (
+from ortgate.spec.variants import (
     BASELINE_ID,
     DEFAULT_VARIANTS,
     REFERENCE_OPERATORS,

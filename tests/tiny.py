@@ -1,5 +1,5 @@
 """A tiny BERT sentiment classifier with a hand-written vocabulary, and labeled data, built from a config in
-seconds (no downloads). The tests' common model; `ortgate.tiny_models` has one of every architecture."""
+seconds (no downloads). The tests' common model; `ortgate.sources.tiny_models` has one of every architecture."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import csv
 import json
 from pathlib import Path
 
-from ortgate.tiny_models import NEGATIVE, OTHER, POSITIVE, sentences
+from ortgate.sources.tiny_models import NEGATIVE, OTHER, POSITIVE, sentences
 
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ".", "!", "?", *OTHER, *POSITIVE, *NEGATIVE]
 

@@ -54,12 +54,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "prepare":
-            from ortgate.default_model import builtin_model, ensure_builtin_model
+            from ortgate.sources.default_model import builtin_model, ensure_builtin_model
 
             print(ensure_builtin_model(builtin_model(args.model).name, _cache_dir(args.cache_dir), log=print))
         elif args.command == "compare":
-            from ortgate.compare import compare_runs, load_run, render_markdown
-            from ortgate.gate import parse_tolerance
+            from ortgate.report.compare import compare_runs, load_run, render_markdown
+            from ortgate.verdict.gate import parse_tolerance
 
             rows = compare_runs(load_run(args.old), load_run(args.new), alpha=args.alpha,
                                 min_effect=args.min_effect, tolerance=parse_tolerance(args.tolerance),
@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
                     handle.write(text)
             return 1 if any(r.verdict == "regression" for r in rows) else 0
         elif args.command == "report":
-            from ortgate.crossmachine import write_report
+            from ortgate.report.crossmachine import write_report
 
             for kind, path in write_report(args.results, args.out).items():
                 print(f"{kind}: {path}")
@@ -84,8 +84,8 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps({**machine_fingerprint(), "suggested_preset": preset, "why": reason}, indent=2))
             print("(a suggestion only: the suite measures every preset on this machine)", file=sys.stderr)
         else:
-            from ortgate.report import render_terminal
-            from ortgate.results import read_results_file
+            from ortgate.report.results import read_results_file
+            from ortgate.report.tables import render_terminal
 
             print(render_terminal(read_results_file(args.path, "an ortgate summary.json", "variants",
                                                     "is it an ortgate summary.json?")))
@@ -96,14 +96,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _matrix_command(args) -> int:
-    from ortgate.config import read_pyproject, resolve_settings
+    from ortgate.spec.settings import read_pyproject, resolve_settings
 
     cli = {k: getattr(args, k, None) for k in ("preset", "matrix", "variants", "model", "dataset", "build_jobs",
                                                "cache_dir")}
     settings = resolve_settings(cli, read_pyproject(Path.cwd()), Path.cwd())
     ids = settings.variant_set.select(settings.variants)
     if args.command == "variants":
-        from ortgate.build import _describe
+        from ortgate.build.builder import _describe
 
         for vid in ids:
             spec = settings.variant_set.specs[vid]

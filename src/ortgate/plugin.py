@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from ortgate.config import FLAGS, OPTION_HELP, Settings, read_pyproject, resolve_settings
 from ortgate.errors import OrtgateError
 from ortgate.isa import fingerprint_id, machine_fingerprint
-from ortgate.report import render_terminal, summary_document, write_results
+from ortgate.report.tables import render_terminal, summary_document, write_results
 from ortgate.session import RunSession
-from ortgate.variants import BASELINE_ID
+from ortgate.spec.settings import FLAGS, OPTION_HELP, Settings, read_pyproject, resolve_settings
+from ortgate.spec.variants import BASELINE_ID
 
 SETTINGS_KEY = pytest.StashKey[Settings]()
 SESSION_KEY = pytest.StashKey[RunSession]()

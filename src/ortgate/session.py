@@ -17,28 +17,13 @@ from functools import cached_property
 
 import numpy as np
 
-from ortgate.build import Builder, BuiltVariant, NotApplicable, library_versions
-from ortgate.cache import Cache
-from ortgate.config import Settings
-from ortgate.data import EvalData, load_eval_data
-from ortgate.default_model import BUILTIN_PREFIX, BuiltinModel, builtin_model, ensure_builtin_model
+from ortgate.build.builder import Builder, BuiltVariant, NotApplicable, library_versions
+from ortgate.build.cache import Cache
+from ortgate.build.graph import graph_summary
+from ortgate.build.runtime import OnnxPredictor, Predictor, TorchPredictor, predict_logits
 from ortgate.errors import BuildError, ModelError
-from ortgate.gate import GateResult, SpeedCheck, speed_floor_for
-from ortgate.graph import graph_summary
-from ortgate.inputs import describe_inputs
-from ortgate.metrics import Metrics, classification_metrics, f1_score_fast
-from ortgate.models import ModelSource, load_model_source, load_tokenizer
-from ortgate.runtime import OnnxPredictor, Predictor, TorchPredictor, predict_logits
-from ortgate.stats import (
-    PairedComparison,
-    distribution,
-    logit_differences,
-    paired_bootstrap_interval,
-    paired_comparison,
-    speed_ratio_interval,
-)
-from ortgate.structure import StructureCheck, StructureRecords, rule_notes, rule_problems
-from ortgate.throughput import (
+from ortgate.measure.metrics import Metrics, classification_metrics, f1_score_fast
+from ortgate.measure.throughput import (
     Speed,
     bare_onnxruntime_workload,
     interleaved_round_times,
@@ -46,7 +31,22 @@ from ortgate.throughput import (
     speed_from_round_times,
     workload,
 )
-from ortgate.variants import BASELINE_ID, Optimize, Quantize, VariantSet
+from ortgate.sources.data import EvalData, load_eval_data
+from ortgate.sources.default_model import BUILTIN_PREFIX, BuiltinModel, builtin_model, ensure_builtin_model
+from ortgate.sources.inputs import describe_inputs
+from ortgate.sources.models import ModelSource, load_model_source, load_tokenizer
+from ortgate.spec.settings import Settings
+from ortgate.spec.variants import BASELINE_ID, Optimize, Quantize, VariantSet
+from ortgate.verdict.gate import GateResult, SpeedCheck, speed_floor_for
+from ortgate.verdict.stats import (
+    PairedComparison,
+    distribution,
+    logit_differences,
+    paired_bootstrap_interval,
+    paired_comparison,
+    speed_ratio_interval,
+)
+from ortgate.verdict.structure import StructureCheck, StructureRecords, rule_notes, rule_problems
 
 Log = Callable[[str], None]
 

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ortgate import pypi
 from ortgate.errors import ConfigError, DataError, first_line
+from ortgate.sources import pypi
 
 DEFAULT_EVAL_ROWS = 3000
 DEFAULT_CALIBRATION_ROWS = 128

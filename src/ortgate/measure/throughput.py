@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
-from ortgate.runtime import Predictor
+from ortgate.build.runtime import Predictor
 
 MODES = ("end-to-end", "model-only")
 

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 import numpy as np
 from tqdm.auto import tqdm
 
-from ortgate.inputs import forward_inputs, select_inputs
+from ortgate.sources.inputs import forward_inputs, select_inputs
 
 
 class Predictor(Protocol):

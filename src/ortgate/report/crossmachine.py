@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ortgate.errors import OrtgateError
-from ortgate.results import read_results_file
+from ortgate.report.results import read_results_file
 
 LOST_ACCURACY_PP = 0.1  # a variant more than this below its best machine "lost accuracy" there
 

@@ -8,10 +8,10 @@ import os
 import time
 from pathlib import Path
 
-from ortgate.build import library_versions
+from ortgate.build.builder import library_versions
 from ortgate.isa import machine_fingerprint
 from ortgate.session import RunSession
-from ortgate.variants import BASELINE_ID, Quantize
+from ortgate.spec.variants import BASELINE_ID, Quantize
 
 SPEED_MODE = "end-to-end"  # the reference measured pipelines, tokenization included
 

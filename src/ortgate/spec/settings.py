@@ -12,11 +12,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ortgate.data import parse_label_map
 from ortgate.errors import ConfigError
-from ortgate.gate import GATE_MODES, SpeedFloor, ToleranceTable, parse_speed_floors, parse_tolerance_table
-from ortgate.matrix import PRESET_NAMES, read_matrix_file, resolve_matrix
-from ortgate.variants import DEFAULT_VARIANTS, VariantSet
+from ortgate.sources.data import parse_label_map
+from ortgate.spec.matrix import PRESET_NAMES, read_matrix_file, resolve_matrix
+from ortgate.spec.variants import DEFAULT_VARIANTS, VariantSet
+from ortgate.verdict.gate import GATE_MODES, SpeedFloor, ToleranceTable, parse_speed_floors, parse_tolerance_table
 
 DEFAULTS: dict[str, object] = {
     "model": None,  # None: the default MiniLM sentiment model, built on first use

@@ -33,7 +33,7 @@ class ModelSource:
 
 
 def model_fingerprint(path: Path) -> str:
-    from ortgate.pypi import sha256_file
+    from ortgate.sources.pypi import sha256_file
 
     files = sorted({p for pattern in FINGERPRINT_GLOBS for p in path.glob(pattern) if p.is_file()})
     digest = hashlib.sha256()

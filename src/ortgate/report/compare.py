@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 
 from ortgate.errors import OrtgateError
-from ortgate.gate import Tolerance
-from ortgate.results import read_results_file
-from ortgate.stats import compare_normalized_times, paired_comparison
-from ortgate.variants import BASELINE_ID
+from ortgate.report.results import read_results_file
+from ortgate.spec.variants import BASELINE_ID
+from ortgate.verdict.gate import Tolerance
+from ortgate.verdict.stats import compare_normalized_times, paired_comparison
 
 DEFAULT_TOLERANCE = Tolerance(1.0)
 

@@ -19,7 +19,7 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
-from ortgate.inputs import forward_inputs
+from ortgate.sources.inputs import forward_inputs
 
 ARCHITECTURES: tuple[str, ...] = (
     "bert", "distilbert", "roberta", "xlm-roberta", "electra", "albert", "mpnet", "deberta-v2",

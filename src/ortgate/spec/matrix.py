@@ -18,7 +18,7 @@ import tomllib
 from pathlib import Path
 
 from ortgate.errors import ConfigError
-from ortgate.variants import (
+from ortgate.spec.variants import (
     BASELINE_ID,
     CALIBRATION_METHODS,
     DEFAULT_VARIANTS,

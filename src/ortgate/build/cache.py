@@ -19,7 +19,7 @@ from pathlib import Path
 
 from filelock import FileLock
 
-from ortgate.pypi import sha256_file
+from ortgate.sources.pypi import sha256_file
 
 MANIFEST = "ortgate-manifest.json"
 

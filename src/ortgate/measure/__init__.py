@@ -1,0 +1,1 @@
+"""Measuring variants: classification metrics, throughput and interleaved speed ratios."""

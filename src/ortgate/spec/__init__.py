@@ -1,0 +1,1 @@
+"""What to run: variant specs, presets and user matrices, and the run's settings."""
