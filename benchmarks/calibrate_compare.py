@@ -26,13 +26,13 @@ from pathlib import Path
 import numpy as np
 
 from ortgate.build.builder import Builder
-from ortgate.build.cache import Cache
 from ortgate.build.runtime import OnnxPredictor
+from ortgate.cache import Cache
+from ortgate.measure.stats import compare_normalized_times
 from ortgate.measure.throughput import interleaved_round_times, workload
 from ortgate.sources.models import load_model_source
 from ortgate.sources.tiny_models import build_tiny_classifier, sentences
 from ortgate.spec.variants import DEFAULT_VARIANTS
-from ortgate.verdict.stats import compare_normalized_times
 
 ROUNDS = 11
 MIN_ROUND_SECONDS = 0.05

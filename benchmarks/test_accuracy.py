@@ -6,5 +6,5 @@ import pytest
 
 @pytest.mark.parametrize("metric", ["accuracy", "f1"])
 def test_within_tolerance_of_baseline(ortgate, ortgate_candidate, metric):
-    result = ortgate.gate(ortgate_candidate, metric)
+    result = ortgate.gates.gate(ortgate_candidate, metric)
     assert result.passed, result.message

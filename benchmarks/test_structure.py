@@ -9,5 +9,5 @@ nodes fails, naming them.
 
 
 def test_graph_structure(ortgate, ortgate_candidate):
-    check = ortgate.structure(ortgate_candidate)
+    check = ortgate.structures.check(ortgate_candidate)
     assert check.passed, check.message

@@ -5,11 +5,12 @@ Compare with a saved run: `pytest benchmarks --benchmark-compare --benchmark-com
 
 import pytest
 
-from ortgate.measure.throughput import MODES, measure_with_benchmark
+from ortgate.measure.throughput import MODES
+from ortgate.plugin import benchmark_throughput, time_with_benchmark
 
 
 def _skip_if_same_graph(ortgate, variant_id):
-    original = ortgate.duplicate_of(variant_id)
+    original = ortgate.plan.duplicate_of(variant_id)
     if original is not None:
         pytest.skip(f"{variant_id} has the same graph as {original} (byte-identical model.onnx): "
                     f"its speed is {original}'s")
@@ -18,11 +19,11 @@ def _skip_if_same_graph(ortgate, variant_id):
 @pytest.mark.parametrize("mode", MODES)
 def test_throughput(benchmark, ortgate, ortgate_variant, mode, ortgate_repeat):
     _skip_if_same_graph(ortgate, ortgate_variant)
-    ortgate.benchmark(benchmark, ortgate_variant, mode, ortgate_repeat)
+    benchmark_throughput(benchmark, ortgate, ortgate_variant, mode, ortgate_repeat)
 
 
 def _int8_variant(ortgate):
-    variant_id = ortgate.first_int8_variant()
+    variant_id = ortgate.plan.first_int8_variant()
     if variant_id is None:
         pytest.skip("no quantized variant selected")
     return variant_id
@@ -34,22 +35,22 @@ def test_bare_onnxruntime_loop(benchmark, ortgate):
     benchmark.group = "throughput model-only"
     benchmark.extra_info.update({"variant": variant_id, "mode": "bare onnxruntime loop"})
     s = ortgate.settings
-    measure_with_benchmark(benchmark, ortgate.bare_onnxruntime(variant_id), len(ortgate.bench_texts),
-                           s.bench_rounds, s.warmup_rounds)
+    time_with_benchmark(benchmark, ortgate.meter.bare_onnxruntime(variant_id), len(ortgate.meter.texts),
+                        s.bench_rounds, s.warmup_rounds)
 
 
 def test_harness_does_not_distort_speed(ortgate):
     """Model-only samples/s through ortgate stays within 10% of the bare loop (same run, interleaved)."""
-    check = ortgate.harness_overhead(_int8_variant(ortgate))
+    check = ortgate.meter.harness_overhead(_int8_variant(ortgate))
     assert check.ratio >= 0.90, check.message
 
 
 def test_speed_ratio_above_floor(ortgate, ortgate_candidate):
     """Same-run speed ratio to the baseline (or the parent), interleaved rounds, bootstrap interval;
     fails only when the whole interval lies below the variant's floor (--ortgate-speed-floor)."""
-    original = ortgate.same_speed_check_as(ortgate_candidate)
+    original = ortgate.floors.same_check_as(ortgate_candidate)
     if original is not None:
         pytest.skip(f"{ortgate_candidate} has the same graph, reference and floor as {original}: its check is "
                     f"{original}'s")
-    check = ortgate.speed_check(ortgate_candidate)
+    check = ortgate.floors.check(ortgate_candidate)
     assert check.passed, check.message

@@ -1,14 +1,16 @@
 """Each variant builder on the tiny model: real Optimum exports, ORT optimization and quantization."""
 
+import json
+
 import numpy as np
 import onnx
 import pytest
 
 from ortgate.build import builder as build_module
-from ortgate.build.builder import Builder, build_key
-from ortgate.build.cache import Cache
+from ortgate.build.builder import Builder, BuildStatus, NotApplicable, build_key, calibration_fingerprint
 from ortgate.build.graph import graph_summary
 from ortgate.build.runtime import OnnxPredictor, TorchPredictor, predict_logits
+from ortgate.cache import Cache
 from ortgate.errors import BuildError
 from ortgate.sources.models import load_model_source
 from ortgate.spec.variants import DEFAULT_VARIANTS
@@ -114,3 +116,22 @@ def test_build_failure_names_the_variant(source, tmp_path):
         broken.build("static-int8")
     with pytest.raises(BuildError, match="PyTorch baseline"):
         broken.build("pytorch")
+
+
+def test_status_is_a_string_enum(source, tmp_path):
+    fresh = Builder(DEFAULT_VARIANTS, source, Cache(tmp_path), [], max_length=32)
+    assert fresh.status("onnx") is BuildStatus.PENDING and fresh.status("onnx") == "pending"
+    fresh.mark_not_applicable("O99", "no such CPU")
+    assert fresh.status("O99") == "not applicable" and isinstance(fresh.failures["O99"], NotApplicable)
+    fresh.failures["static-int8"] = BuildError("building variant static-int8 failed: boom\ndetails")
+    assert fresh.status("static-int8") is BuildStatus.BUILD_FAILED
+    assert fresh.failures["static-int8"].reason == "building variant static-int8 failed: boom"
+    assert json.dumps([fresh.status("O99"), BuildStatus.BUILT]) == '["not applicable", "built"]'
+    assert f"{BuildStatus.BUILD_FAILED}" == "build failed"
+
+
+def test_calibration_fingerprint_bytes_are_pinned():
+    # Part of static variants' cache keys: a change here orphans their cache entries.
+    assert calibration_fingerprint([], 128) == "b40ce3749e8504b68bb5d79a5a6bde87a7cf31ec728e09ab824d807bc82010dc"
+    assert calibration_fingerprint(["héllo wörld", "ünïcode ★", 'a"b'], 16) == (
+        "f9e4563cb85e97b64f2f2514a562526c01d6e116d02df7a25225e9af3b10581e")

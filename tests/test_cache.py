@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from ortgate.build.cache import MANIFEST, Cache, check_entry
+from ortgate.cache import MANIFEST, Cache, check_entry
 
 
 def writer(calls):

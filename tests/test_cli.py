@@ -1,6 +1,9 @@
+import dataclasses
 import json
 
 from ortgate.cli import main
+from ortgate.record.result import VariantResult
+from records import make_run
 
 
 def test_cpu_prints_the_fingerprint(capsys):
@@ -17,9 +20,8 @@ def test_summary_of_a_missing_file_is_a_clear_error(tmp_path, capsys):
 
 
 def test_summary_renders_a_written_document(tmp_path, capsys):
-    doc = {"best": "onnx", "variants": [{"variant": "onnx", "accuracy": 0.75, "samples_per_s": 130.0,
-                                          "speed_ratio": 2.4, "gate": "pass"}]}
-    (tmp_path / "summary.json").write_text(json.dumps(doc))
+    run = make_run([VariantResult("onnx", accuracy=0.75, samples_per_s=130.0, speed_ratio=2.4, gate="pass")])
+    (tmp_path / "summary.json").write_text(json.dumps(dataclasses.replace(run, best="onnx").to_dict()))
     assert main(["summary", str(tmp_path / "summary.json")]) == 0
     out = capsys.readouterr().out
     assert "best for this machine: onnx" in out and "0.7500" in out and "2.40x" in out

@@ -7,18 +7,17 @@ import pytest
 
 from ortgate.cli import main
 from ortgate.errors import OrtgateError
+from ortgate.record.result import VariantResult
 from ortgate.report.compare import compare_runs, render_markdown
+from records import benchmark_json, make_run
 
 
 def run(times: dict, cpu="epyc", accuracy=None, predictions=None, labels=None):
-    benchmarks = [{"name": f"test_throughput[{v}-{m}]", "extra_info": {"variant": v, "mode": m, "round_seconds": t}}
-                  for (v, m), t in times.items()]
-    doc = {"machine_info": {"ortgate_cpu_id": cpu, "ortgate_cpu": {"model_name": cpu}}, "benchmarks": benchmarks}
-    if accuracy:
-        variants = [{"variant": v, "accuracy": a} for v, a in accuracy.items()]
-        doc["ortgate"] = {"summary": {"data": "d", "variants": variants}, "predictions": predictions or {},
-                          "labels": labels}
-    return doc
+    """A run record with these round times per (variant, mode) and these accuracies."""
+    names = list(dict.fromkeys([v for v, _ in times] + list(accuracy or {})))
+    variants = [VariantResult(v, round_seconds={m: t for (w, m), t in times.items() if w == v} or None,
+                              accuracy=(accuracy or {}).get(v)) for v in names]
+    return make_run(variants, cpu=cpu, labels=labels, predictions=predictions)
 
 
 def rounds(center, n=10, seed=0, spread=0.01):
@@ -71,7 +70,7 @@ def test_cli_exit_code_gates_a_shell_script(tmp_path, capsys):
     old = run({("pytorch", "model-only"): rounds(1.0), ("int8", "model-only"): rounds(0.25, seed=1)})
     slow = run({("pytorch", "model-only"): rounds(1.0, seed=2), ("int8", "model-only"): rounds(0.32, seed=3)})
     for name, doc in (("old.json", old), ("new.json", slow)):
-        (tmp_path / name).write_text(json.dumps(doc))
+        (tmp_path / name).write_text(json.dumps(benchmark_json(doc)))
     summary = tmp_path / "summary.md"
     assert main(["compare", str(tmp_path / "old.json"), str(tmp_path / "old.json")]) == 0
     assert main(["compare", str(tmp_path / "old.json"), str(tmp_path / "new.json"), "--markdown", str(summary)]) == 1

@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 
 from ortgate.errors import OrtgateError
+from ortgate.record.result import VariantResult
 from ortgate.report.crossmachine import build_report, load_summaries, pareto_front, render_markdown, write_report
+from records import make_run
 
 SUITE = Path(__file__).resolve().parents[1] / "benchmarks"
 OTHER_CPU = {"arch": "x86_64", "vendor": "GenuineIntel", "model_name": "Intel(R) Core(TM) i7-8700 (fabricated)",
@@ -89,10 +91,10 @@ def test_html_renders_in_headless_chromium(two_machines, tmp_path):
 
 def test_lost_accuracy_is_flagged_and_best_needs_a_passing_gate(tmp_path):
     def doc(mid, int8_accuracy, gate):
-        return {"machine": {"arch": "x86_64", "model_name": mid, "flags": [], "id": mid}, "variants": [
-            {"variant": "pytorch", "accuracy": 0.80, "gate": "baseline", "samples_per_s": 50, "speed_ratio": 1.0},
-            {"variant": "int8", "isa": "avx512", "accuracy": int8_accuracy, "gate": gate, "samples_per_s": 200,
-             "speed_ratio": 4.0}]}
+        return make_run([
+            VariantResult("pytorch", accuracy=0.80, gate="baseline", samples_per_s=50, speed_ratio=1.0),
+            VariantResult("int8", isa="avx512", accuracy=int8_accuracy, gate=gate, samples_per_s=200, speed_ratio=4.0),
+        ], cpu=mid).to_dict()
     paths = []
     for name, d in (("a", doc("a", 0.80, "pass")), ("b", doc("b", 0.70, "FAIL")), ("c", doc("c", 0.795, "pass"))):
         paths.append(tmp_path / f"{name}.json")
@@ -121,6 +123,6 @@ def test_runs_of_different_models_are_not_mixed(two_machines, tmp_path):
 def test_bad_inputs_are_named(tmp_path):
     with pytest.raises(OrtgateError, match="cannot read"):
         load_summaries([tmp_path / "missing.json"])
-    (tmp_path / "x.json").write_text(json.dumps({"variants": []}))
+    (tmp_path / "x.json").write_text(json.dumps(make_run([], machine={"id": "x"}).to_dict()))
     with pytest.raises(OrtgateError, match="no machine fingerprint"):
         build_report(load_summaries([tmp_path / "x.json"]))

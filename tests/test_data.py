@@ -10,10 +10,10 @@ from ortgate.sources.data import (
     load_eval_data,
     load_table,
     parse_ground_truth,
-    parse_label_map,
     split_eval_calibration,
     to_label_ids,
 )
+from ortgate.spec.parsers import parse_label_map
 from tiny import write_dataset
 
 ID2LABEL = {0: "NEGATIVE", 1: "POSITIVE"}

@@ -3,9 +3,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ortgate.errors import ConfigError
-from ortgate.verdict.gate import (
-    GateResult,
-    SpeedCheck,
+from ortgate.spec.thresholds import (
     SpeedFloor,
     Tolerance,
     parse_speed_floors,
@@ -13,6 +11,7 @@ from ortgate.verdict.gate import (
     parse_tolerance_table,
     speed_floor_for,
 )
+from ortgate.verdict.gate import GateResult, SpeedCheck
 
 
 def result(baseline, value, tolerance, differing=3, total=100):

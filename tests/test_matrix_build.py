@@ -8,9 +8,9 @@ import pytest
 
 from ortgate.build import builder as build_module
 from ortgate.build.builder import Builder, NotApplicable
-from ortgate.build.cache import Cache
 from ortgate.build.graph import graph_summary
 from ortgate.build.runtime import OnnxPredictor, TorchPredictor, predict_logits
+from ortgate.cache import Cache
 from ortgate.errors import BuildError
 from ortgate.sources.models import load_model_source
 from ortgate.spec.matrix import reference
@@ -81,9 +81,9 @@ def test_a_derived_list_with_nothing_to_derive_is_not_applicable(source, tmp_pat
     builder = Builder(variants, source, Cache(tmp_path), TEXTS[:8], max_length=32)
     builder.build_all(["removed-of-export", "child"])
     assert builder.status("removed-of-export") == "not applicable"
-    assert "lost no operators to optimization" in builder.failures["removed-of-export"].first_line
+    assert "lost no operators to optimization" in builder.failures["removed-of-export"].reason
     assert builder.status("child") == "not applicable"
-    assert builder.failures["child"].first_line.startswith("parent removed-of-export:")
+    assert builder.failures["child"].reason.startswith("parent removed-of-export:")
 
 
 def test_static_calibration_methods_and_formats(source, tmp_path):
@@ -101,7 +101,7 @@ def test_static_calibration_methods_and_formats(source, tmp_path):
             status = builder.status(vid)
             assert status in ("built", "build failed"), vid
             if status == "build failed":
-                assert builder.failures[vid].first_line
+                assert builder.failures[vid].reason
 
 
 def test_a_build_failure_is_kept_with_its_first_line_and_fails_its_descendants(source, tmp_path, monkeypatch):
@@ -121,7 +121,7 @@ def test_a_build_failure_is_kept_with_its_first_line_and_fails_its_descendants(s
     builder.build_all(["broken-int8", "fine"])
     assert builder.status("fine") == "built"
     assert builder.status("broken") == "build failed"
-    assert builder.failures["broken"].first_line == "RuntimeError: simulated optimizer crash"
+    assert builder.failures["broken"].reason == "RuntimeError: simulated optimizer crash"
     assert builder.status("broken-int8") == "build failed"
     assert "its parent broken was not" in str(builder.failures["broken-int8"])
     with pytest.raises(BuildError, match="building variant broken failed"):

@@ -3,7 +3,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ortgate.verdict.stats import (
+from ortgate.measure.stats import (
     compare_normalized_times,
     distribution,
     logit_differences,

@@ -6,12 +6,11 @@ import json
 import pytest
 
 from ortgate.build.builder import Builder
-from ortgate.build.cache import Cache
 from ortgate.build.graph import graph_summary
-from ortgate.session import RunSession
+from ortgate.build.plan import explicit_variant_ids, not_applicable_reason
+from ortgate.cache import Cache
 from ortgate.sources.models import load_model_source
 from ortgate.spec.matrix import full
-from ortgate.spec.settings import Settings
 from ortgate.spec.variants import Export, Optimize, Quantize, VariantSet, VariantSpec
 from ortgate.verdict.structure import StructureRecords, compare_structure, rule_problems
 from tiny import sentences
@@ -137,12 +136,12 @@ def test_an_unreadable_record_says_how_to_fix_it(tmp_path):
 
 
 def test_gpu_only_graphs_are_not_applicable_on_a_cpu_unless_named():
-    session = RunSession(Settings(variant_set=full(), variants=("O*",)), log=lambda m: None)
-    reason = session.not_applicable_reason("O4")
+    by_glob = explicit_variant_ids((), ("O*",))
+    reason = not_applicable_reason(full(), "O4", by_glob)
     assert reason and "fp16 graph for a GPU" in reason and "name the variant" in reason
-    assert session.not_applicable_reason("O3") is None
-    named = RunSession(Settings(variant_set=full(), variants=("O4",)), log=lambda m: None)
-    assert named.not_applicable_reason("O4") is None
+    assert not_applicable_reason(full(), "O3", by_glob) is None
+    assert not_applicable_reason(full(), "O4", explicit_variant_ids((), ("O4",))) is None
+    assert not_applicable_reason(full(), "O4", explicit_variant_ids(("O4",), None)) is None
 
 
 def test_weights_shared_through_identity_count_as_weights_and_per_call_quantization_is_noted(tmp_path):

@@ -56,9 +56,9 @@ def test_harness_check_compares_the_two_loops_on_the_same_inputs(tiny_model, tin
     settings = resolve_settings({"model": str(tiny_model), "dataset": str(tiny_csv), "cache_dir": str(tmp_path),
                                  "bench_samples": "8", "max_length": "32"}, {}, Path(tmp_path))
     session = RunSession(settings, log=lambda message: None)
-    assert session.first_int8_variant() == "dynamic-int8"
-    check = session.harness_overhead("dynamic-int8", rounds=4)
+    assert session.plan.first_int8_variant() == "dynamic-int8"
+    check = session.meter.harness_overhead("dynamic-int8", rounds=4)
     assert check.harness.rounds == check.bare.rounds == 4 and check.harness.samples_per_round == 8
     pair_ratios = sorted(b / h for h, b in zip(check.harness_seconds, check.bare_seconds, strict=True))
     assert check.ratio == pytest.approx((pair_ratios[1] + pair_ratios[2]) / 2)  # median of 4 paired ratios
-    assert session.harness_checks == [check] and "bare InferenceSession.run loop" in check.message
+    assert session.meter.harness_checks == [check] and "bare InferenceSession.run loop" in check.message

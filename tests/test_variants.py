@@ -10,6 +10,8 @@ from ortgate.spec.variants import (
     Quantize,
     VariantSet,
     VariantSpec,
+    describe_step,
+    first_match,
 )
 
 
@@ -33,6 +35,14 @@ def test_content_hash_is_stable_and_covers_the_whole_chain():
     renamed = {"base": VariantSpec("base", None, Export()),
                "q": VariantSpec("q", "base", Quantize("dynamic", "arm64", True))}
     assert VariantSet(renamed).content_hash("q") == DEFAULT_VARIANTS.content_hash("dynamic-int8")
+
+
+def test_content_hash_bytes_are_pinned():
+    # Cache keys are made of these: a change here orphans every cache entry built before it.
+    assert DEFAULT_VARIANTS.content_hash("O99-dynamic-int8-arm64") == (
+        "675a17e206f7fd764b5a5bb42946d9d1769b11016be70142453f581d3e54e70d")
+    assert DEFAULT_VARIANTS.content_hash("static-int8") == (
+        "268cec08542efea6ab4daed5ad25b39c919f8850f9151e1650460e18e4464887")
 
 
 def test_arm64_and_avx2_differ():
@@ -75,3 +85,21 @@ def test_unknown_variant_names_the_known_ones():
 def test_invalid_specs_say_what_is_wrong(make, match):
     with pytest.raises(ConfigError, match=match):
         make()
+
+
+def test_first_match_takes_the_first_matching_glob():
+    pairs = (("O99-*", 1), ("*int8*", 2), ("O99-dynamic-int8-arm64", 3))
+    assert first_match(pairs, "O99-dynamic-int8-arm64") == 1
+    assert first_match(pairs, "static-int8") == 2
+    assert first_match(pairs, "onnx") is None
+    assert first_match(pairs, "onnx", default=0) == 0
+    assert first_match(pairs, "o99-x") is None  # case-sensitive, like variant ids
+
+
+def test_describe_step_names_the_set_fields():
+    assert describe_step(Export()) == "export"
+    assert describe_step(Optimize(99)) == "level=99"
+    assert describe_step(Optimize(preset="O2", options=(("fp16", True),))) == "preset=O2, fp16=True"
+    assert describe_step(Quantize("dynamic", "arm64", True)) == "mode=dynamic, isa=arm64, per_channel=True"
+    assert describe_step(Quantize("static", "avx2", False, ("MatMul",), "minmax", 8)) == (
+        "mode=static, isa=avx2, per_channel=False, operators=('MatMul',), calibration=minmax, calibration_samples=8")

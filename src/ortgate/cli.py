@@ -5,36 +5,35 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
 from ortgate.errors import OrtgateError
+from ortgate.spec.options import OPTIONS, add_cli_options
+from ortgate.spec.parsers import cache_dir_or_default
+
+_FROM_PYPROJECT = "Options not given come from [tool.ortgate] in ./pyproject.toml, else the defaults shown."
 
 
 def _cache_dir(value: str | None) -> Path:
-    return Path(value or os.environ.get("ORTGATE_CACHE_DIR") or "~/.cache/ortgate").expanduser()
+    return cache_dir_or_default(value)
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ortgate", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     prepare = commands.add_parser("prepare", help="fetch, verify and fine-tune a built-in model (default: the "
                                   "default model) into the cache")
     prepare.add_argument("--model", default="builtin:minilm", help="builtin:minilm (default), builtin:distilbert or "
                          "builtin:distilbert-bert-tokenizer")
-    prepare.add_argument("--cache-dir", help="default: $ORTGATE_CACHE_DIR or ~/.cache/ortgate")
-    listing = commands.add_parser("variants", help="list a variant matrix (preset + user matrix): id, parent, step")
+    add_cli_options(prepare, ["cache_dir"])
+    listing = commands.add_parser("variants", help="list a variant matrix (preset + user matrix): id, parent, step",
+                                  description=_FROM_PYPROJECT)
     build = commands.add_parser("build", help="build a variant matrix into the cache, measuring nothing; print "
-                                "each variant's build status, time and failure reason (exit 1 if any failed)")
-    for sub in (listing, build):
-        sub.add_argument("--preset", help="default, quick, reference or full (default: pyproject's, else default)")
-        sub.add_argument("--matrix", help="TOML file of user variants ([variants.<id>] tables)")
-        sub.add_argument("--variants", help="comma-separated ids or globs")
-    build.add_argument("--model", help="model directory or hub id (default: the built-in model)")
-    build.add_argument("--dataset", help="dataset (its held-out rows calibrate static quantization)")
-    build.add_argument("--build-jobs", help="worker processes for independent builds (default 1)")
-    build.add_argument("--cache-dir", help="default: $ORTGATE_CACHE_DIR or ~/.cache/ortgate")
+                                "each variant's build status, time and failure reason (exit 1 if any failed)",
+                                description=_FROM_PYPROJECT)
+    add_cli_options(listing, ["preset", "matrix", "variants"])
+    add_cli_options(build, ["preset", "matrix", "variants", "model", "dataset", "build_jobs", "cache_dir"])
     commands.add_parser("cpu", help="print this machine's CPU fingerprint as JSON")
     summary = commands.add_parser("summary", help="print a summary.json written by a run as a table")
     summary.add_argument("path", type=Path)
@@ -45,13 +44,16 @@ def main(argv: list[str] | None = None) -> int:
     compare.add_argument("--alpha", type=float, default=0.05, help="significance level (default 0.05)")
     compare.add_argument("--min-effect", type=float, default=0.05,
                          help="smallest speed change that counts (0.05 = 5%%)")
-    compare.add_argument("--tolerance", default="1.0pp", help="allowed accuracy drop (default 1.0pp)")
-    compare.add_argument("--cross-machine", action="store_true", help="compare runs from different CPUs")
+    add_cli_options(compare, ["tolerance", "cross_machine"])  # raw: a str or None, True or None
     compare.add_argument("--markdown", type=Path, help="also write the table here (e.g. $GITHUB_STEP_SUMMARY)")
     report = commands.add_parser("report", help="cross-machine report (Markdown, HTML, PNG) from summary.json files")
     report.add_argument("results", type=Path, nargs="+", help="summary.json files, one or more per machine")
     report.add_argument("--out", type=Path, default=Path("ortgate-report"), help="output folder")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
     try:
         if args.command == "prepare":
             from ortgate.sources.default_model import builtin_model, ensure_builtin_model
@@ -59,10 +61,10 @@ def main(argv: list[str] | None = None) -> int:
             print(ensure_builtin_model(builtin_model(args.model).name, _cache_dir(args.cache_dir), log=print))
         elif args.command == "compare":
             from ortgate.report.compare import compare_runs, load_run, render_markdown
-            from ortgate.verdict.gate import parse_tolerance
+            from ortgate.spec.thresholds import parse_tolerance_table
 
             rows = compare_runs(load_run(args.old), load_run(args.new), alpha=args.alpha,
-                                min_effect=args.min_effect, tolerance=parse_tolerance(args.tolerance),
+                                min_effect=args.min_effect, tolerance=parse_tolerance_table(args.tolerance),
                                 cross_machine=args.cross_machine)
             text = render_markdown(rows, args.old.name, args.new.name)
             print(text)
@@ -84,11 +86,10 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps({**machine_fingerprint(), "suggested_preset": preset, "why": reason}, indent=2))
             print("(a suggestion only: the suite measures every preset on this machine)", file=sys.stderr)
         else:
-            from ortgate.report.results import read_results_file
+            from ortgate.record.result import read_run_record
             from ortgate.report.tables import render_terminal
 
-            print(render_terminal(read_results_file(args.path, "an ortgate summary.json", "variants",
-                                                    "is it an ortgate summary.json?")))
+            print(render_terminal(read_run_record(args.path)))
     except OrtgateError as exc:
         print(f"ortgate: {exc}", file=sys.stderr)
         return 2
@@ -98,31 +99,31 @@ def main(argv: list[str] | None = None) -> int:
 def _matrix_command(args) -> int:
     from ortgate.spec.settings import read_pyproject, resolve_settings
 
-    cli = {k: getattr(args, k, None) for k in ("preset", "matrix", "variants", "model", "dataset", "build_jobs",
-                                               "cache_dir")}
+    cli = {option.name: getattr(args, option.name, None) for option in OPTIONS}  # those the subcommand takes
     settings = resolve_settings(cli, read_pyproject(Path.cwd()), Path.cwd())
     ids = settings.variant_set.select(settings.variants)
     if args.command == "variants":
-        from ortgate.build.builder import _describe
+        from ortgate.spec.variants import describe_step
 
         for vid in ids:
             spec = settings.variant_set.specs[vid]
-            step = _describe(spec.step) if spec.step else "eager PyTorch"
+            step = describe_step(spec.step) if spec.step else "eager PyTorch"
             print(f"{vid:45s} {spec.parent or '':14s} {step}")
         print(f"{len(ids)} variants (preset {settings.preset}"
               + (f", {len(settings.user_variant_ids)} user-defined" if settings.user_variant_ids else "") + ")")
         return 0
+    from ortgate.build.builder import BuildStatus
     from ortgate.session import RunSession
 
-    session = RunSession(settings, log=print)
-    session.build_all()
+    plan = RunSession(settings, log=print).plan
+    plan.build_all()
     for vid in ids:
-        status, reason = session.build_status(vid)
-        if status == "built":
-            built = session.built(vid)
+        status, reason = plan.status(vid)
+        if status is BuildStatus.BUILT:
+            built = plan.built(vid)
             status = f"{'cache hit' if built.cache_hit else 'built'} ({built.build_seconds:.1f}s build)"
-        print(f"{vid:45s} {status}" + (f": {reason}" if reason else ""))
-    failed = [v for v in ids if session.build_status(v)[0] == "build failed"]
+        print(f"{vid:45s} {status or 'baseline'}" + (f": {reason}" if reason else ""))
+    failed = [v for v in ids if plan.status(v)[0] is BuildStatus.BUILD_FAILED]
     if failed:
         print(f"{len(failed)} variant(s) failed to build: {', '.join(failed)}", file=sys.stderr)
     return 1 if failed else 0

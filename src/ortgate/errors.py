@@ -28,11 +28,7 @@ class BuildError(OrtgateError):
 
     def __init__(self, message: str, reason: str | None = None) -> None:
         super().__init__(message)
-        self.reason = reason or (message.strip().splitlines() or [type(self).__name__])[0]
-
-    @property
-    def first_line(self) -> str:
-        return self.reason
+        self.reason = reason or first_line(self)
 
     def __reduce__(self):  # keep `reason` when a worker process sends the error back
         return type(self), (self.args[0], self.reason)

@@ -5,12 +5,12 @@ Read from /proc/cpuinfo where it exists (Linux), else from py-cpuinfo (macOS, Wi
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import platform
 from functools import cache
 from pathlib import Path
+
+from ortgate.files import json_digest
 
 # Flags that change which int8 kernels ONNX Runtime picks (x86 and arm).
 INT8_FLAGS = (
@@ -87,4 +87,4 @@ def suggest_preset(fp: dict | None = None) -> tuple[str, str]:
 def fingerprint_id(fp: dict | None = None) -> str:
     """A short stable digest of the hardware (core count and how it was read excluded: same chip, same graph)."""
     fp = {k: v for k, v in (fp or cpu_fingerprint()).items() if k in ("arch", "vendor", "model_name", "flags")}
-    return hashlib.sha256(json.dumps(fp, sort_keys=True).encode()).hexdigest()[:12]
+    return json_digest(fp)[:12]

@@ -8,37 +8,34 @@ from __future__ import annotations
 
 import contextlib
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from ortgate.build.builder import BuildStatus
 from ortgate.errors import OrtgateError
 from ortgate.isa import fingerprint_id, machine_fingerprint
-from ortgate.report.tables import render_terminal, summary_document, write_results
+from ortgate.measure.throughput import Speed, speed_from_round_times
+from ortgate.report.tables import render_terminal, write_results
 from ortgate.session import RunSession
-from ortgate.spec.settings import FLAGS, OPTION_HELP, Settings, read_pyproject, resolve_settings
+from ortgate.spec.options import OPTIONS, argparse_kwargs
+from ortgate.spec.settings import Settings, read_pyproject, resolve_settings
 from ortgate.spec.variants import BASELINE_ID
 
 SETTINGS_KEY = pytest.StashKey[Settings]()
 SESSION_KEY = pytest.StashKey[RunSession]()
-_MULTI = {"text_column", "variants"}  # may be given more than once
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("ortgate", "ortgate: accuracy and speed gates for ONNX Runtime variants")
-    for name, help_text in OPTION_HELP.items():
-        flag = "--ortgate-" + name.replace("_", "-")
-        if name in _MULTI:
-            group.addoption(flag, action="append", dest=f"ortgate_{name}", default=None, help=help_text)
-        elif name in FLAGS:
-            group.addoption(flag, action="store_const", const=True, dest=f"ortgate_{name}", default=None,
-                            help=help_text)
-        else:
-            group.addoption(flag, action="store", dest=f"ortgate_{name}", default=None, help=help_text)
+    for option in OPTIONS:  # --ortgate-<name>; not given: None, so that [tool.ortgate] and the default apply
+        group.addoption("--ortgate-" + option.name.replace("_", "-"),
+                        **argparse_kwargs(option, dest=f"ortgate_{option.name}"))
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    cli = {name: config.getoption(f"ortgate_{name}") for name in OPTION_HELP}
+    cli = {option.name: config.getoption(f"ortgate_{option.name}") for option in OPTIONS}
     try:
         settings = resolve_settings(cli, read_pyproject(config.rootpath), config.rootpath)
         settings.variant_set.select(settings.variants)  # unknown names are a usage error, before collection
@@ -124,7 +121,8 @@ def ortgate_repeat() -> int:
 
 @pytest.fixture(scope="session")
 def ortgate(pytestconfig: pytest.Config) -> RunSession:
-    """The run's `RunSession`: model, data, builds, evaluations and speeds, shared by every test."""
+    """The run's `RunSession`, shared by every test: its stages `plan` (builds, predictors), `evaluator`,
+    `gates` (accuracy), `meter` (speeds), `floors` (speed floors) and `structures` (graph checks)."""
     return _run_session(pytestconfig)
 
 
@@ -134,12 +132,12 @@ def _built_variant_id(request: pytest.FixtureRequest, session: RunSession) -> st
     that does not apply here (an fp16 GPU graph on a CPU) is skipped."""
     variant_id = request.param
     try:
-        status, reason = session.build_status(variant_id)
+        status, reason = session.plan.status(variant_id)
     except OrtgateError as exc:
         pytest.fail(f"ortgate: {exc}", pytrace=False)
-    if status == "not applicable":
+    if status is BuildStatus.NOT_APPLICABLE:
         pytest.skip(f"{variant_id} not applicable: {reason}")
-    if status == "build failed" and not session.settings.strict:
+    if status is BuildStatus.BUILD_FAILED and not session.settings.strict:
         pytest.xfail(f"{variant_id} build failed: {reason}")
     return variant_id  # under --ortgate-strict the test itself fails, on the BuildError its first step raises
 
@@ -154,6 +152,34 @@ def ortgate_variant(request: pytest.FixtureRequest, ortgate: RunSession) -> str:
 def ortgate_candidate(request: pytest.FixtureRequest, ortgate: RunSession) -> str:
     """Each selected variant id but the baseline: the ones a gate compares with it."""
     return _built_variant_id(request, ortgate)
+
+
+def time_with_benchmark(benchmark, fn: Callable[[], None], samples: int, rounds: int,
+                        warmup: int) -> list[float] | None:
+    """Time `fn` with pytest-benchmark's pedantic mode, one call per round; the round times (None when
+    benchmarks are disabled, e.g. --benchmark-disable), with the speed they give in the saved JSON."""
+    benchmark.pedantic(fn, rounds=rounds, warmup_rounds=warmup, iterations=1)
+    stats = getattr(benchmark, "stats", None)
+    if stats is None:
+        return None
+    round_seconds = list(stats.stats.data)
+    benchmark.extra_info.update(speed_from_round_times(round_seconds, samples).as_dict())
+    return round_seconds
+
+
+def benchmark_throughput(benchmark, ortgate: RunSession, variant_id: str, mode: str, repeat: int = 1) -> Speed | None:
+    """Time one variant in one mode (end-to-end or model-only) with the pytest-benchmark fixture, batch 1,
+    on the run's benchmark texts; the speed is recorded in the run (and returned)."""
+    s, meter = ortgate.settings, ortgate.meter
+    benchmark.group = f"throughput {mode}"
+    benchmark.extra_info.update({"variant": variant_id, "mode": mode, "threads": s.threads, "repeat": repeat,
+                                 "batch_size": 1, "samples_per_round": len(meter.texts)})
+    round_seconds = time_with_benchmark(benchmark, meter.workload(variant_id, mode), len(meter.texts),
+                                        s.bench_rounds, s.warmup_rounds)
+    if round_seconds is None:
+        return None
+    benchmark.extra_info["round_seconds"] = round_seconds
+    return meter.record(variant_id, mode, round_seconds)
 
 
 def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: dict) -> None:
@@ -185,11 +211,7 @@ def pytest_benchmark_update_json(config: pytest.Config, benchmarks, output_json:
     session = config.stash.get(SESSION_KEY, None)
     if session is None or not session.has_results:
         return
-    output_json["ortgate"] = {
-        "summary": summary_document(session),
-        "labels": session.data.labels.tolist() if session.evaluations else None,
-        "predictions": {vid: e.predictions.tolist() for vid, e in session.evaluations.items()},
-    }
+    output_json["ortgate"] = session.result().to_dict(with_predictions=True)
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
@@ -197,11 +219,11 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
     if session is None or not session.has_results:
         return
     try:
-        doc = summary_document(session)
-        json_path, md_path = write_results(doc, session.settings.results_dir)
+        result = session.result()
+        json_path, md_path = write_results(result, session.settings.results_dir)
     except (OrtgateError, OSError) as exc:
         terminalreporter.write_line(f"ortgate: could not write the summary: {exc}")
         return
     terminalreporter.section("ortgate summary")
-    terminalreporter.write(render_terminal(doc))
+    terminalreporter.write(render_terminal(result))
     terminalreporter.write_line(f"results: {json_path}  {md_path}")

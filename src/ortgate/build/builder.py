@@ -8,21 +8,22 @@ from __future__ import annotations
 
 import contextlib
 import glob
-import hashlib
 import json
 import logging
 import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from importlib import metadata
 from pathlib import Path
 
-from ortgate.build.cache import MANIFEST, Cache
+from ortgate.cache import MANIFEST, Cache
 from ortgate.errors import BuildError, first_line
-from ortgate.sources.inputs import select_inputs
+from ortgate.files import json_digest
 from ortgate.isa import cpu_fingerprint, fingerprint_id
+from ortgate.sources.inputs import select_inputs
 from ortgate.sources.models import ModelSource
-from ortgate.spec.variants import Export, Optimize, Quantize, VariantSet, step_fields
+from ortgate.spec.variants import Export, Optimize, Quantize, VariantSet, VariantSpec, describe_step, step_fields
 
 ONNX_FILE = "model.onnx"
 KEYED_PACKAGES = ("torch", "transformers", "optimum", "optimum-onnx", "onnx", "onnxruntime")
@@ -37,7 +38,6 @@ def library_versions() -> dict[str, str]:
 class BuiltVariant:
     id: str
     path: Path
-    key: str
     cache_hit: bool
     build_seconds: float
     metadata: dict = field(default_factory=dict, compare=False)
@@ -54,11 +54,20 @@ class BuiltVariant:
 
 
 def calibration_fingerprint(texts: Sequence[str], max_length: int) -> str:
-    return hashlib.sha256(json.dumps([max_length, list(texts)]).encode()).hexdigest()
+    return json_digest([max_length, list(texts)])
 
 
 class NotApplicable(BuildError):
     """The variant does not apply to this model or machine (e.g. an fp16 GPU graph on a CPU-only machine)."""
+
+
+class BuildStatus(StrEnum):
+    """Where a variant's build stands; a StrEnum, so it compares equal to and serializes as its value."""
+
+    PENDING = "pending"
+    BUILT = "built"
+    BUILD_FAILED = "build failed"
+    NOT_APPLICABLE = "not applicable"
 
 
 def _portable_parts(variants: VariantSet, variant_id: str, model: ModelSource, calibration_fp: str | None) -> dict:
@@ -73,7 +82,7 @@ def _portable_parts(variants: VariantSet, variant_id: str, model: ModelSource, c
 
 
 def _hash(parts: dict) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+    return json_digest(parts)
 
 
 def portable_key(variants: VariantSet, variant_id: str, model: ModelSource, calibration_fp: str | None) -> str:
@@ -140,7 +149,7 @@ class Builder:
                 parent = self.build(spec.parent)
             except BuildError as exc:
                 cls = NotApplicable if isinstance(exc, NotApplicable) else BuildError
-                reason = f"parent {spec.parent}: {exc.first_line}"
+                reason = f"parent {spec.parent}: {exc.reason}"
                 raise cls(f"variant {variant_id} was not built: its parent {spec.parent} was not ({exc})",
                           reason) from None
         key = build_key(self.variants, variant_id, self.model, self._calibration_fp)
@@ -150,20 +159,9 @@ class Builder:
             self._refuse_other_cpus(variant_id, portable, key)
 
         def run_step(staging: Path) -> dict:
-            self.log(f"[ortgate] variant {variant_id}: building ({_describe(spec.step)})")
-            metadata: dict = {}
+            self.log(f"[ortgate] variant {variant_id}: building ({describe_step(spec.step)})")
             try:
-                if isinstance(spec.step, Export):
-                    export(self.model.path, staging)
-                elif isinstance(spec.step, Optimize):
-                    optimize(parent.path, staging, spec.step)
-                else:
-                    chain = self.variants.chain(spec.parent)
-                    graph_was_optimized = any(isinstance(s.step, Optimize) for s in chain)
-                    export_path = self.build(chain[0].id).onnx_path
-                    metadata = quantize(
-                        parent.path, staging, spec.step, self.calibration_texts, self.max_length,
-                        infer_shapes_first=graph_was_optimized, export_onnx=export_path)
+                metadata = self._STEPS[type(spec.step)](self, spec, parent, staging)
             except BuildError as exc:
                 raise type(exc)(f"building variant {variant_id} failed: {exc}", exc.reason) from exc
             except Exception as exc:
@@ -185,14 +183,33 @@ class Builder:
         try:
             entry = self.cache.get_or_build("variants", variant_id, key, run_step, on_rebuild=self.log)
         except BuildError as exc:
-            self.log(f"[ortgate] variant {variant_id}: build failed: {exc.first_line}")
+            self.log(f"[ortgate] variant {variant_id}: build failed: {exc.reason}")
             raise
-        built = BuiltVariant(variant_id, entry.path, key, entry.hit, entry.manifest["build_seconds"],
+        built = BuiltVariant(variant_id, entry.path, entry.hit, entry.manifest["build_seconds"],
                              entry.manifest.get("metadata", {}),
                              entry.manifest.get("files", {}).get(ONNX_FILE, {}).get("sha256"))
         self.log(f"[ortgate] variant {variant_id}: {'cache hit' if entry.hit else 'built'} "
                  f"({built.build_seconds:.1f}s build) at {entry.path}")
         return built
+
+    # One builder per step class: (builder, spec, built parent or None, staging folder) -> manifest metadata.
+    def _export(self, spec: VariantSpec, parent: BuiltVariant | None, staging: Path) -> dict:
+        export(self.model.path, staging)
+        return {}
+
+    def _optimize(self, spec: VariantSpec, parent: BuiltVariant | None, staging: Path) -> dict:
+        optimize(parent.path, staging, spec.step)
+        return {}
+
+    def _quantize(self, spec: VariantSpec, parent: BuiltVariant | None, staging: Path) -> dict:
+        chain = self.variants.chain(spec.parent)
+        graph_was_optimized = any(isinstance(s.step, Optimize) for s in chain)
+        export_path = self.build(chain[0].id).onnx_path
+        return quantize(parent.path, staging, spec.step, self.calibration_texts, self.max_length,
+                        infer_shapes_first=graph_was_optimized, export_onnx=export_path)
+
+    _STEPS: dict[type, Callable[[Builder, VariantSpec, BuiltVariant | None, Path], dict]] = {
+        Export: _export, Optimize: _optimize, Quantize: _quantize}
 
     def _refuse_other_cpus(self, variant_id: str, portable: str, key: str) -> None:
         """Say so when this variant's cache holds a hardware-specific graph from another CPU: it is not
@@ -217,13 +234,13 @@ class Builder:
                 "kernel choices for the CPU that optimized it; building it for this CPU"
             )
 
-    def status(self, variant_id: str) -> str:
+    def status(self, variant_id: str) -> BuildStatus:
         if variant_id in self._built:
-            return "built"
+            return BuildStatus.BUILT
         failure = self.failures.get(variant_id)
         if failure is None:
-            return "pending"
-        return "not applicable" if isinstance(failure, NotApplicable) else "build failed"
+            return BuildStatus.PENDING
+        return BuildStatus.NOT_APPLICABLE if isinstance(failure, NotApplicable) else BuildStatus.BUILD_FAILED
 
     def mark_not_applicable(self, variant_id: str, reason: str) -> None:
         self.failures[variant_id] = NotApplicable(reason)
@@ -331,14 +348,6 @@ def _build_in_worker(payload, variant_id: str):
     except Exception as exc:  # anything else (disk full, a lock timeout) is this variant's failure too
         reason = f"{type(exc).__name__}: {first_line(exc)}"
         return False, BuildError(f"building variant {variant_id} failed: {reason}", reason), lines
-
-
-def _describe(step) -> str:
-    fields = {k: v for k, v in step_fields(step).items()
-              if k != "kind" and not (k == "calibration_samples" and v == 0) and not (k == "options" and not v)}
-    if isinstance(fields.get("options"), tuple):
-        fields.update(dict(fields.pop("options")))
-    return ", ".join(f"{k}={v}" for k, v in fields.items()) or step.kind
 
 
 def _quiet_optimum() -> None:

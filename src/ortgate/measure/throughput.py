@@ -67,17 +67,6 @@ def speed_from_round_times(round_seconds: Sequence[float], samples_per_round: in
                  len(round_seconds), samples_per_round)
 
 
-def measure_with_benchmark(benchmark, fn: Callable[[], None], samples: int, rounds: int, warmup: int) -> Speed | None:
-    """Time `fn` with pytest-benchmark's pedantic mode; None when benchmarks are disabled."""
-    benchmark.pedantic(fn, rounds=rounds, warmup_rounds=warmup, iterations=1)
-    stats = getattr(benchmark, "stats", None)
-    if stats is None:
-        return None
-    speed = speed_from_round_times(list(stats.stats.data), samples)
-    benchmark.extra_info.update(speed.as_dict())
-    return speed
-
-
 def interleaved_round_times(a: Callable[[], None], b: Callable[[], None], rounds: int, warmup: int = 1,
                             min_round_seconds: float = 0.2) -> tuple[list[float], list[float]]:
     """Alternate a and b round by round (ABBA order), so machine drift hits both alike.

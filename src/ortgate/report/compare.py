@@ -16,12 +16,10 @@ from pathlib import Path
 import numpy as np
 
 from ortgate.errors import OrtgateError
-from ortgate.report.results import read_results_file
+from ortgate.measure.stats import compare_normalized_times, paired_comparison
+from ortgate.record.result import MODEL_ONLY, SPEED_MODE, RunResult, read_run_record
+from ortgate.spec.thresholds import ToleranceTable
 from ortgate.spec.variants import BASELINE_ID
-from ortgate.verdict.gate import Tolerance
-from ortgate.verdict.stats import compare_normalized_times, paired_comparison
-
-DEFAULT_TOLERANCE = Tolerance(1.0)
 
 
 @dataclass(frozen=True)
@@ -37,18 +35,14 @@ class CompareRow:
     note: str = ""
 
 
-def load_run(path: Path) -> dict:
-    return read_results_file(path, "a pytest-benchmark JSON file", "benchmarks",
-                             "write it with --benchmark-json or --benchmark-autosave")
+def load_run(path: Path) -> RunResult:
+    """A saved run's record: a pytest-benchmark JSON written by the suite, or a summary.json (no predictions)."""
+    return read_run_record(path)
 
 
-def _round_times(doc: dict) -> dict[tuple[str, str], list[float]]:
-    times: dict[tuple[str, str], list[float]] = {}
-    for bench in doc["benchmarks"]:
-        info = bench.get("extra_info", {})
-        if "variant" in info and info.get("mode") in ("end-to-end", "model-only") and "round_seconds" in info:
-            times.setdefault((info["variant"], info["mode"]), []).extend(info["round_seconds"])
-    return times
+def _round_times(run: RunResult) -> dict[tuple[str, str], list[float]]:
+    return {(v.variant, mode): list(times) for v in run.variants for mode, times in (v.round_seconds or {}).items()
+            if mode in (SPEED_MODE, MODEL_ONLY)}
 
 
 def _normalized(times: dict[tuple[str, str], list[float]]) -> dict[tuple[str, str], np.ndarray]:
@@ -60,22 +54,18 @@ def _normalized(times: dict[tuple[str, str], list[float]]) -> dict[tuple[str, st
     return out
 
 
-def check_machines(old: dict, new: dict, cross_machine: bool) -> None:
-    old_id = old.get("machine_info", {}).get("ortgate_cpu_id")
-    new_id = new.get("machine_info", {}).get("ortgate_cpu_id")
+def check_machines(old: RunResult, new: RunResult, cross_machine: bool) -> None:
+    old_id, new_id = old.machine_id, new.machine_id
     if old_id and new_id and old_id != new_id and not cross_machine:
-        def name(doc):
-            return doc["machine_info"].get("ortgate_cpu", {}).get("model_name", "?")
-
         raise OrtgateError(
-            f"the runs come from different CPUs ({name(old)} [{old_id}] vs {name(new)} [{new_id}]); speed ratios "
-            "to each run's own baseline cancel much of that, but not ISA effects. Pass --cross-machine to "
-            "compare anyway."
+            f"the runs come from different CPUs ({old.machine.get('model_name', '?')} [{old_id}] vs "
+            f"{new.machine.get('model_name', '?')} [{new_id}]); speed ratios to each run's own baseline cancel much "
+            "of that, but not ISA effects. Pass --cross-machine to compare anyway."
         )
 
 
-def compare_runs(old: dict, new: dict, *, alpha: float = 0.05, min_effect: float = 0.05,
-                 tolerance: Tolerance = DEFAULT_TOLERANCE, cross_machine: bool = False) -> list[CompareRow]:
+def compare_runs(old: RunResult, new: RunResult, *, alpha: float = 0.05, min_effect: float = 0.05,
+                 tolerance: ToleranceTable | None = None, cross_machine: bool = False) -> list[CompareRow]:
     check_machines(old, new, cross_machine)
     rows = []
     old_times, new_times = _round_times(old), _round_times(new)
@@ -92,25 +82,23 @@ def compare_runs(old: dict, new: dict, *, alpha: float = 0.05, min_effect: float
         rows.append(CompareRow("speed", variant, mode, float(np.median(old_norm[key])),
                                float(np.median(new_norm[key])), result.effect, result.p_value, result.verdict,
                                f"{result.n_old} vs {result.n_new} rounds"))
-    rows += _accuracy_rows(old.get("ortgate", {}), new.get("ortgate", {}), tolerance)
-    return rows
+    return rows + _accuracy_rows(old, new, tolerance or ToleranceTable())
 
 
-def _accuracy_rows(old: dict, new: dict, tolerance: Tolerance) -> list[CompareRow]:
-    old_acc = {r["variant"]: r for r in old.get("summary", {}).get("variants", []) if "accuracy" in r}
-    new_acc = {r["variant"]: r for r in new.get("summary", {}).get("variants", []) if "accuracy" in r}
-    same_rows = (old.get("summary", {}).get("data") == new.get("summary", {}).get("data")
-                 and old.get("labels") is not None and old.get("labels") == new.get("labels"))
+def _accuracy_rows(old: RunResult, new: RunResult, tolerances: ToleranceTable) -> list[CompareRow]:
+    old_acc = {v.variant: v.accuracy for v in old.variants if v.accuracy is not None}
+    new_acc = {v.variant: v.accuracy for v in new.variants if v.accuracy is not None}
+    same_rows = old.data == new.data and old.labels is not None and old.labels == new.labels
     rows = []
     for variant in [v for v in new_acc if v in old_acc]:
-        a, b = old_acc[variant]["accuracy"], new_acc[variant]["accuracy"]
+        a, b = old_acc[variant], new_acc[variant]
+        tolerance = tolerances.for_variant(variant)
         drop, allowed = a - b, tolerance.allowed_drop(a)
         verdict = "regression" if drop > allowed + 1e-12 else "improvement" if -drop > allowed + 1e-12 else "no change"
         p, note = None, f"tolerance {tolerance}"
-        old_pred, new_pred = old.get("predictions", {}).get(variant), new.get("predictions", {}).get(variant)
+        old_pred, new_pred = (run.predictions.get(variant) if run.predictions else None for run in (old, new))
         if same_rows and old_pred and new_pred and len(old_pred) == len(new_pred):
-            labels = np.asarray(old["labels"])
-            paired = paired_comparison(labels, np.asarray(old_pred), np.asarray(new_pred))
+            paired = paired_comparison(np.asarray(old.labels), np.asarray(old_pred), np.asarray(new_pred))
             p = paired.p_exact
             note += f"; {paired.differing_predictions} predictions changed"
         rows.append(CompareRow("accuracy", variant, "", a, b, b - a, p, verdict, note))

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import base64
 import html
-import os
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ortgate.errors import OrtgateError
-from ortgate.report.results import read_results_file
+from ortgate.files import atomic_write_text
+from ortgate.record.result import RunResult, read_run_record
 
 LOST_ACCURACY_PP = 0.1  # a variant more than this below its best machine "lost accuracy" there
 
@@ -58,8 +58,8 @@ class CrossReport:
         return self.cells.get((variant, machine_id))
 
 
-def _machine_of(doc: dict, path: Path) -> Machine:
-    fp = doc.get("machine")
+def _machine_of(run: RunResult, path: Path) -> Machine:
+    fp = run.machine
     if not isinstance(fp, dict) or not fp.get("arch"):
         raise OrtgateError(f"{path} has no machine fingerprint: is it an ortgate summary.json?")
     from ortgate.isa import fingerprint_id
@@ -69,51 +69,50 @@ def _machine_of(doc: dict, path: Path) -> Machine:
     return Machine(mid, f"{fp.get('model_name') or fp['arch']} ({flags}) [{mid}]", fp)
 
 
-def load_summaries(paths: list[Path]) -> list[tuple[Path, dict]]:
-    docs = [(Path(path), read_results_file(path, "an ortgate summary.json", "variants",
-                                           "is it an ortgate summary.json?")) for path in paths]
-    if not docs:
+def load_summaries(paths: list[Path]) -> list[tuple[Path, RunResult]]:
+    runs = [(Path(path), read_run_record(path)) for path in paths]
+    if not runs:
         raise OrtgateError("give at least one summary.json")
-    return docs
+    return runs
 
 
-def _check_same_experiment(docs: list[tuple[Path, dict]]) -> None:
+def _check_same_experiment(runs: list[tuple[Path, RunResult]]) -> None:
     """Only runs of the same model on the same data are comparable across machines."""
-    def what(doc: dict) -> tuple:
-        return (doc.get("model", {}).get("fingerprint"), doc.get("data"))
+    def what(run: RunResult) -> tuple:
+        return (run.model.fingerprint, run.data)
 
-    first_path, first = docs[0]
-    for path, doc in docs[1:]:
-        if what(doc) != what(first):
+    first_path, first = runs[0]
+    for path, run in runs[1:]:
+        if what(run) != what(first):
             raise OrtgateError(
                 f"{path} measured another model or data set than {first_path} "
-                f"(model {what(doc)[0]!s:.12} on {what(doc)[1]!r} vs {what(first)[0]!s:.12} on {what(first)[1]!r}); "
+                f"(model {what(run)[0]!s:.12} on {what(run)[1]!r} vs {what(first)[0]!s:.12} on {what(first)[1]!r}); "
                 "a cross-machine report compares one model on one data set"
             )
 
 
-def build_report(docs: list[tuple[Path, dict]]) -> CrossReport:
-    _check_same_experiment(docs)
+def build_report(runs: list[tuple[Path, RunResult]]) -> CrossReport:
+    _check_same_experiment(runs)
     machines: dict[str, Machine] = {}
     variants: list[str] = []
     isa: dict[str, str | None] = {}
     cells: dict[tuple[str, str], Cell] = {}
-    for path, doc in docs:
-        machine = _machine_of(doc, path)
+    for path, run in runs:
+        machine = _machine_of(run, path)
         machines.setdefault(machine.id, machine).runs += 1
-        for row in doc["variants"]:
-            vid = row["variant"]
+        for row in run.variants:
+            vid = row.variant
             if vid not in variants:
                 variants.append(vid)
-            isa.setdefault(vid, row.get("isa"))
+            isa.setdefault(vid, row.isa)
             cell = cells.setdefault((vid, machine.id), Cell())
-            if row.get("accuracy") is not None:
-                cell.accuracy = row["accuracy"]
-                cell.gate = row.get("gate") if cell.gate != "FAIL" else "FAIL"
-            if row.get("samples_per_s") is not None:
-                cell.samples_per_s.append(row["samples_per_s"])
-            if row.get("speed_ratio") is not None:
-                cell.speed_ratio.append(row["speed_ratio"])
+            if row.accuracy is not None:
+                cell.accuracy = row.accuracy
+                cell.gate = row.gate if cell.gate != "FAIL" else "FAIL"
+            if row.samples_per_s is not None:
+                cell.samples_per_s.append(row.samples_per_s)
+            if row.speed_ratio is not None:
+                cell.speed_ratio.append(row.speed_ratio)
     report = CrossReport(list(machines.values()), variants, isa, cells)
     _mark_best(report)
     _flag_lost_accuracy(report)
@@ -278,7 +277,5 @@ def write_report(paths: list[Path], out_dir: Path) -> dict[str, Path]:
     plots = render_plots(report, out_dir)
     outputs = {"markdown": out_dir / "report.md", "html": out_dir / "report.html"}
     for kind, text in (("markdown", render_markdown(report)), ("html", render_html(report, plots))):
-        tmp = outputs[kind].with_suffix(".tmp")
-        tmp.write_text(text)
-        os.replace(tmp, outputs[kind])
+        atomic_write_text(outputs[kind], text)
     return {**outputs, **{p.stem: p for p in plots}}

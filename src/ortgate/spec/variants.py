@@ -9,13 +9,12 @@ Specs come from presets (`matrix.py`) and from user matrices written as TOML (`p
 from __future__ import annotations
 
 import fnmatch
-import hashlib
-import json
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Literal
+from typing import Literal, TypeVar
 
 from ortgate.errors import ConfigError
+from ortgate.files import json_digest
 
 BASELINE_ID = "pytorch"
 EXPORT_ID = "onnx"
@@ -173,6 +172,15 @@ def step_fields(step: Step) -> dict:
     return {k: v for k, v in asdict(step).items() if v is not None}
 
 
+def describe_step(step: Step) -> str:
+    """The step's set fields as `name=value, ...` (an optimization's options spelled out), or its kind."""
+    fields = {k: v for k, v in step_fields(step).items()
+              if k != "kind" and not (k == "calibration_samples" and v == 0) and not (k == "options" and not v)}
+    if isinstance(fields.get("options"), tuple):
+        fields.update(dict(fields.pop("options")))
+    return ", ".join(f"{k}={v}" for k, v in fields.items()) or step.kind
+
+
 @dataclass(frozen=True)
 class VariantSpec:
     id: str
@@ -187,10 +195,6 @@ class VariantSpec:
         if needs_parent != (self.parent is not None):
             raise FieldError("parent", f"variant {self.id!r}: an optimize or quantize step needs a parent "
                              "variant; the export and the PyTorch baseline take none")
-
-    @property
-    def is_onnx(self) -> bool:
-        return self.step is not None
 
 
 @dataclass(frozen=True)
@@ -235,19 +239,11 @@ class VariantSet:
     def content_hash(self, variant_id: str) -> str:
         """Hash of every step in the chain (not the ids: renaming a variant keeps its cache)."""
         steps = [step_fields(s.step) if s.step is not None else None for s in self.chain(variant_id)]
-        blob = json.dumps(steps, sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(blob.encode()).hexdigest()
+        return json_digest(steps, compact=True)
 
     def hardware_specific(self, variant_id: str) -> bool:
         """Level-99 graphs carry layout transforms for this CPU; so does everything built from one."""
         return any(isinstance(s.step, Optimize) and s.step.effective_level >= 99 for s in self.chain(variant_id))
-
-    def optimized_ancestor(self, variant_id: str) -> str | None:
-        """The nearest variant in the chain (itself included) whose step optimized the graph."""
-        for spec in reversed(self.chain(variant_id)):
-            if isinstance(spec.step, Optimize):
-                return spec.id
-        return None
 
     def fp32_ancestor(self, variant_id: str) -> str | None:
         """The nearest variant above `variant_id` that is not quantized (what int8 shrinks)."""
@@ -271,6 +267,14 @@ class VariantSet:
             chosen.update(hits)
         chosen.add(BASELINE_ID)
         return [i for i in ids if i in chosen]
+
+
+_T = TypeVar("_T")
+
+
+def first_match(pairs: Iterable[tuple[str, _T]], variant_id: str, default: _T | None = None) -> _T | None:
+    """The value of the first (glob pattern, value) pair whose pattern matches `variant_id`, else `default`."""
+    return next((value for pattern, value in pairs if fnmatch.fnmatchcase(variant_id, pattern)), default)
 
 
 # ------------------------------------------------------------------ user matrices (TOML)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import tempfile
 import time
@@ -23,6 +22,7 @@ from pathlib import Path
 
 from filelock import FileLock
 
+from ortgate.files import atomic_write_text
 from ortgate.spec.variants import Optimize, Quantize, VariantSet
 
 # Which fusions ONNX Runtime's transformer optimizer writes at level 2+ for each model type, as measured on
@@ -220,8 +220,6 @@ class StructureRecords:
                             "versions": versions, "recorded": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
             doc = {"model": self.model_name, "note": "expected graph structure per variant, recorded by ortgate; "
                    "commit it like a benchmark baseline", "variants": dict(sorted(records.items()))}
-            tmp = self.path.with_suffix(f".tmp-{os.getpid()}")
-            tmp.write_text(json.dumps(doc, indent=1, sort_keys=False) + "\n")
-            os.replace(tmp, self.path)
+            atomic_write_text(self.path, json.dumps(doc, indent=1, sort_keys=False) + "\n")
             what = "re-recorded" if old is not None else "recorded"
             return [], [], f"{what} as the expected structure in {self.path}"

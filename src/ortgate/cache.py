@@ -19,7 +19,7 @@ from pathlib import Path
 
 from filelock import FileLock
 
-from ortgate.sources.pypi import sha256_file
+from ortgate.files import atomic_write_text, sha256_file
 
 MANIFEST = "ortgate-manifest.json"
 
@@ -103,9 +103,7 @@ class Cache:
                     "metadata": metadata,
                     "files": file_inventory(staging),
                 }
-                tmp_manifest = staging / (MANIFEST + ".tmp")
-                tmp_manifest.write_text(json.dumps(manifest, indent=2, sort_keys=True))
-                os.replace(tmp_manifest, staging / MANIFEST)
+                atomic_write_text(staging / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True))
                 if final.exists():
                     shutil.rmtree(final)
                 os.rename(staging, final)

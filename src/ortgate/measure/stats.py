@@ -149,9 +149,6 @@ def speed_ratio_interval(reference_seconds, variant_seconds, confidence: float =
     return float(np.median(ref) / np.median(var)), float(low), float(high)
 
 
-VERDICTS = ("regression", "improvement", "no change", "insufficient evidence")
-
-
 @dataclass(frozen=True)
 class RunComparison:
     verdict: str

@@ -1,0 +1,1 @@
+"""The run's record: one typed definition of what a run produced, read and written by everything downstream."""

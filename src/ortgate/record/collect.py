@@ -1,0 +1,165 @@
+"""Assemble the run's record from what its stages produced, once, at the end of the run.
+
+Reads the stages' results; the only work left here is the gate arithmetic for a variant that was evaluated
+but whose gate no test asked for (pure, on predictions already made). Nothing is built, run or timed.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from ortgate.build.builder import BuildStatus, library_versions
+from ortgate.build.plan import BuildPlan
+from ortgate.isa import machine_fingerprint
+from ortgate.measure.evaluation import Evaluator
+from ortgate.measure.speed import SpeedMeter
+from ortgate.record.result import (
+    MODEL_ONLY,
+    SPEED_MODE,
+    HarnessResult,
+    MeasureSettings,
+    ModelInfo,
+    PairedResult,
+    RunResult,
+    SpeedCheckResult,
+    StructureResult,
+    VariantResult,
+)
+from ortgate.sources.data import EvalData
+from ortgate.sources.models import ModelSource
+from ortgate.spec.variants import BASELINE_ID, Quantize
+from ortgate.verdict.checks import GATED_METRICS, AccuracyGates, SpeedFloors
+from ortgate.verdict.structure_checks import StructureChecks
+
+
+@dataclass
+class RunStages:
+    """What one run's stages hold when it ends."""
+
+    plan: BuildPlan
+    evaluator: Evaluator
+    gates: AccuracyGates
+    meter: SpeedMeter
+    floors: SpeedFloors
+    structures: StructureChecks
+
+    @property
+    def has_results(self) -> bool:
+        return bool(self.evaluator.evaluations or self.meter.speeds or self.floors.checks
+                    or self.meter.harness_checks or self.structures.checks
+                    or (self.plan.done and self.plan.builder.failures))
+
+
+def best_variant(rows: list[VariantResult]) -> str | None:
+    """The fastest variant (end to end) that passed its accuracy gate, the baseline included."""
+    eligible = [r for r in rows if r.gate in ("pass", "baseline") and r.samples_per_s is not None]
+    return max(eligible, key=lambda r: r.samples_per_s).variant if eligible else None
+
+
+def _accuracy_fields(stages: RunStages, vid: str) -> dict:
+    evaluations = stages.evaluator.evaluations
+    evaluation, base = evaluations.get(vid), evaluations.get(BASELINE_ID)
+    if evaluation is None:
+        return {}
+    out = evaluation.metrics.as_dict()
+    if base is None:
+        return out
+    out["accuracy_delta_pp"] = (evaluation.metrics.accuracy - base.metrics.accuracy) * 100
+    out["f1_delta_pp"] = (evaluation.metrics.f1 - base.metrics.f1) * 100
+    if vid == BASELINE_ID:
+        return {**out, "gate": "baseline"}
+    gates = [stages.gates.gate(vid, metric) for metric in GATED_METRICS]
+    return {**out, "gate": "pass" if all(g.passed for g in gates) else "FAIL", "gate_mode": stages.gates.mode,
+            "paired": PairedResult(**stages.gates.paired(vid).as_dict()), "f1_interval": tuple(gates[1].interval),
+            "logit_differences": stages.gates.logit_differences(vid)}
+
+
+def _speed_fields(stages: RunStages, vid: str, original: str | None, repeat: int) -> dict:
+    meter, out = stages.meter, {}
+    source = vid if meter.speeds.get((vid, SPEED_MODE)) or meter.speeds.get((vid, MODEL_ONLY)) else original
+    speed, model_only = (meter.speed(source, m) if source else None for m in (SPEED_MODE, MODEL_ONLY))
+    base, base_model_only = meter.speed(BASELINE_ID, SPEED_MODE), meter.speed(BASELINE_ID, MODEL_ONLY)
+    if speed:
+        out.update(samples_per_s=speed.samples_per_s, latency_ms=speed.latency_ms)
+        if base:
+            out["speed_ratio"] = speed.samples_per_s / base.samples_per_s
+            out["speed_delta_pct"] = (out["speed_ratio"] - 1) * 100
+        if repeat > 1:
+            out["samples_per_s_repeats"] = meter.distribution(source, SPEED_MODE)
+    if model_only:
+        out["model_only_samples_per_s"] = model_only.samples_per_s
+        if base_model_only:
+            out["model_only_speed_ratio"] = model_only.samples_per_s / base_model_only.samples_per_s
+    # A same-graph variant is not timed: its rounds are its original's, recorded there only.
+    rounds = {m: list(meter.round_seconds[(vid, m)]) for m in (SPEED_MODE, MODEL_ONLY)
+              if (vid, m) in meter.round_seconds}
+    if rounds:
+        out["round_seconds"] = rounds
+    check = stages.floors.checks.get(vid)
+    if check is None and stages.floors.same_check_as(vid):
+        check = stages.floors.checks.get(original)
+    if check:
+        out["speed_check"] = SpeedCheckResult(check.reference_id, check.ratio, tuple(check.interval), check.passed,
+                                              str(check.floor) if check.floor else None, check.rounds)
+    return out
+
+
+def _build_fields(stages: RunStages, vid: str, model: ModelSource) -> dict:
+    if vid == BASELINE_ID:
+        return {"size_mb": sum(p.stat().st_size for p in model.path.glob("*.safetensors")) / 1e6}
+    built = stages.plan.built(vid)  # already built: it was evaluated, timed or inspected
+    out = {"size_mb": built.size_bytes / 1e6, "build": "cache hit" if built.cache_hit else "built",
+           "build_seconds": built.build_seconds, "cache_hit": built.cache_hit,
+           "graph": stages.structures.graph(vid),
+           "operators_quantized": built.metadata.get("operators_quantized")}
+    structure = stages.structures.checks.get(vid)
+    if structure is not None:
+        out["structure"] = StructureResult(structure.passed, structure.problems, structure.notes, structure.record)
+    return out
+
+
+def variant_result(stages: RunStages, vid: str, model: ModelSource, repeat: int) -> VariantResult | None:
+    """The variant's row, or None when the run neither built-and-failed nor measured it."""
+    spec = stages.plan.variants.specs[vid]
+    head = {"variant": vid, "description": spec.description, "parent": spec.parent,
+            "isa": spec.step.isa if isinstance(spec.step, Quantize) else None}
+    status, reason = stages.plan.status(vid) if stages.plan.done else (None, None)
+    if status in (BuildStatus.BUILD_FAILED, BuildStatus.NOT_APPLICABLE):
+        return VariantResult(**head, build=str(status), build_error=reason, gate=str(status))
+    original = stages.evaluator.same_graph.get(vid) or (
+        stages.plan.duplicate_of(vid) if status is BuildStatus.BUILT else None)
+    fields = {**_accuracy_fields(stages, vid), **_speed_fields(stages, vid, original, repeat)}
+    if not fields and vid not in stages.floors.checks and vid not in stages.structures.checks:
+        return None
+    return VariantResult(**head, same_graph_as=original, **fields, **_build_fields(stages, vid, model))
+
+
+def collect_result(stages: RunStages, *, settings, model: ModelSource, data: EvalData, truncation: dict | None,
+                   max_length: int) -> RunResult:
+    """The run's record; `settings` is the run's `Settings`."""
+    rows = [r for vid in stages.plan.run_ids if (r := variant_result(stages, vid, model, settings.repeat))]
+    s = settings
+    evaluations = stages.evaluator.evaluations
+    return RunResult(
+        generated=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        machine=machine_fingerprint(),
+        versions=library_versions(),
+        model=ModelInfo(model.description, str(model.path), model.fingerprint, model.model_type,
+                        [model.id2label[i] for i in sorted(model.id2label)]),
+        data=data.source,
+        truncation=truncation,
+        settings=MeasureSettings(s.threads, max_length, s.eval_batch_size, s.bench_samples, s.bench_rounds,
+                                 s.warmup_rounds, s.repeat),
+        variants=rows,
+        baseline=BASELINE_ID,
+        best=best_variant(rows),
+        preset=s.preset,
+        user_variants=list(s.user_variant_ids),
+        build_wall_seconds=stages.plan.wall_seconds,
+        build_jobs=s.build_jobs,
+        harness_checks=[HarnessResult(c.variant_id, c.harness.samples_per_s, c.bare.samples_per_s, c.ratio)
+                        for c in stages.meter.harness_checks],
+        labels=data.labels.tolist() if evaluations else None,
+        predictions={vid: e.predictions.tolist() for vid, e in evaluations.items()} or None,
+    )

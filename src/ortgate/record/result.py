@@ -1,0 +1,252 @@
+"""What a run produced, as typed data: `RunResult` holds one `VariantResult` per variant.
+
+`summary.json` is `RunResult.to_dict()`; the benchmark JSON's `ortgate` section is the same record with
+the evaluation labels and each variant's predictions added. The Markdown and terminal tables, `ortgate
+compare`, `ortgate summary` and `ortgate report` read only this record (`read_run_record`). A record
+names its schema and version; reading one of another version is refused with a message that says what
+to do, instead of failing on a missing key.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from ortgate.errors import OrtgateError
+
+SCHEMA = "ortgate-run"
+SCHEMA_VERSION = 1
+SPEED_MODE = "end-to-end"  # the reference measured pipelines, tokenization included
+MODEL_ONLY = "model-only"
+
+
+class RecordError(OrtgateError):
+    """A file is not an ortgate run record this version can read."""
+
+
+def _without_none(value: Any) -> Any:
+    """Plain JSON data with unset (None) fields left out, so a record holds only what was measured."""
+    if isinstance(value, dict):
+        return {k: _without_none(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list | tuple):
+        return [_without_none(v) for v in value]
+    return value
+
+
+def _build(cls, data: dict, where: str):
+    """`cls(**data)` with the record's nested types, refusing keys the schema does not define."""
+    if not isinstance(data, dict):
+        raise RecordError(f"{where} must be a JSON object, got {type(data).__name__}")
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise RecordError(f"{where} has key(s) {unknown} that schema {SCHEMA} v{SCHEMA_VERSION} does not define")
+    values = dict(data)
+    for name, nested in getattr(cls, "_NESTED", {}).items():
+        if values.get(name) is not None:
+            item = values[name]
+            values[name] = ([_build(nested, x, f"{where}.{name}[{i}]") for i, x in enumerate(item)]
+                            if isinstance(item, list) else _build(nested, item, f"{where}.{name}"))
+    for name in getattr(cls, "_TUPLES", ()):
+        if values.get(name) is not None:
+            values[name] = tuple(values[name])
+    try:
+        return cls(**values)
+    except TypeError as exc:
+        raise RecordError(f"{where}: {exc}") from None
+
+
+@dataclass(frozen=True)
+class PairedResult:
+    """The variant against the baseline on the same rows (McNemar and the accuracy difference's interval)."""
+
+    n: int
+    both_right: int
+    baseline_only: int
+    variant_only: int
+    both_wrong: int
+    differing_predictions: int
+    difference: float
+    interval: tuple[float, float]
+    confidence: float
+    mcnemar_p_exact: float
+    mcnemar_p_mid: float
+    _TUPLES = ("interval",)
+
+
+@dataclass(frozen=True)
+class SpeedCheckResult:
+    """The same-run speed ratio to the reference, its interval, and the floor's verdict."""
+
+    reference: str
+    ratio: float
+    interval: tuple[float, float]
+    passed: bool
+    floor: str | None = None
+    rounds: int | None = None
+    _TUPLES = ("interval",)
+
+
+@dataclass(frozen=True)
+class StructureResult:
+    passed: bool
+    problems: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
+    record: str = ""
+    _TUPLES = ("problems", "notes")
+
+
+@dataclass(frozen=True)
+class HarnessResult:
+    variant: str
+    harness_samples_per_s: float
+    bare_samples_per_s: float
+    ratio: float
+
+
+@dataclass(frozen=True)
+class VariantResult:
+    """One variant's results. Fields a run did not measure stay None (and out of the JSON)."""
+
+    variant: str
+    description: str = ""
+    parent: str | None = None
+    isa: str | None = None
+    # build: "built" | "cache hit" | "build failed" | "not applicable" (None: the baseline)
+    build: str | None = None
+    build_error: str | None = None
+    build_seconds: float | None = None
+    cache_hit: bool | None = None
+    same_graph_as: str | None = None  # byte-identical model.onnx: evaluation and speed are that variant's
+    # gate: "pass" | "FAIL" | "baseline" | "build failed" | "not applicable"
+    gate: str | None = None
+    gate_mode: str | None = None
+    accuracy: float | None = None
+    f1: float | None = None
+    precision: float | None = None
+    recall: float | None = None
+    n: int | None = None
+    average: str | None = None
+    accuracy_delta_pp: float | None = None
+    f1_delta_pp: float | None = None
+    paired: PairedResult | None = None
+    f1_interval: tuple[float, float] | None = None
+    logit_differences: dict[str, float] | None = None
+    samples_per_s: float | None = None  # end to end, the median repeat
+    latency_ms: float | None = None
+    speed_ratio: float | None = None  # to the baseline, from the two medians (not interleaved)
+    speed_delta_pct: float | None = None
+    speed_check: SpeedCheckResult | None = None
+    samples_per_s_repeats: dict[str, float] | None = None
+    model_only_samples_per_s: float | None = None
+    model_only_speed_ratio: float | None = None
+    round_seconds: dict[str, list[float]] | None = None  # mode -> every timed round, all repeats
+    size_mb: float | None = None
+    graph: dict | None = None  # build.graph.graph_summary
+    operators_quantized: list[str] | None = None
+    structure: StructureResult | None = None
+    _NESTED = {"paired": PairedResult, "speed_check": SpeedCheckResult, "structure": StructureResult}
+    _TUPLES = ("f1_interval",)
+
+    @property
+    def failed_to_build(self) -> bool:
+        return self.build in ("build failed", "not applicable")
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    source: str
+    path: str
+    fingerprint: str
+    model_type: str | None
+    labels: list[str]
+
+
+@dataclass(frozen=True)
+class MeasureSettings:
+    threads: int
+    max_length: int
+    eval_batch_size: int
+    bench_samples: int
+    bench_rounds: int
+    warmup_rounds: int
+    repeat: int
+    speed_mode: str = SPEED_MODE
+
+
+@dataclass(frozen=True)
+class RunResult:
+    generated: str
+    machine: dict  # isa.machine_fingerprint(): CPU, its id, the ONNX Runtime build
+    versions: dict[str, str]
+    model: ModelInfo
+    data: str
+    settings: MeasureSettings
+    variants: list[VariantResult]
+    truncation: dict | None = None
+    baseline: str = "pytorch"
+    best: str | None = None
+    preset: str = "default"
+    user_variants: list[str] = field(default_factory=list)
+    build_wall_seconds: float | None = None
+    build_jobs: int = 1
+    harness_checks: list[HarnessResult] = field(default_factory=list)
+    # Only in the benchmark JSON (not summary.json): what `ortgate compare` pairs row by row.
+    labels: list[int] | None = None
+    predictions: dict[str, list[int]] | None = None
+    _NESTED = {"model": ModelInfo, "settings": MeasureSettings, "variants": VariantResult,
+               "harness_checks": HarnessResult}
+
+    def variant(self, variant_id: str) -> VariantResult | None:
+        return next((v for v in self.variants if v.variant == variant_id), None)
+
+    @property
+    def machine_id(self) -> str | None:
+        return self.machine.get("id")
+
+    def to_dict(self, with_predictions: bool = False) -> dict:
+        doc = {"schema": SCHEMA, "schema_version": SCHEMA_VERSION, **asdict(self)}
+        if not with_predictions:
+            doc.pop("labels"), doc.pop("predictions")
+        return _without_none(doc)
+
+    @classmethod
+    def from_dict(cls, doc: dict, where: str = "the record") -> RunResult:
+        if not isinstance(doc, dict):
+            raise RecordError(f"{where} is not an ortgate run record (not a JSON object)")
+        schema, version = doc.get("schema"), doc.get("schema_version")
+        if schema != SCHEMA:
+            raise RecordError(f"{where} is not an ortgate run record (schema {schema!r}, expected {SCHEMA!r}); "
+                              "records before schema versions were introduced cannot be read: run the suite again "
+                              "with this ortgate")
+        if version != SCHEMA_VERSION:
+            newer = isinstance(version, int) and version > SCHEMA_VERSION
+            raise RecordError(f"{where} has schema version {version}; this ortgate reads version {SCHEMA_VERSION}: "
+                              + ("upgrade ortgate to read it" if newer else "run the suite again with this ortgate"))
+        body = {k: v for k, v in doc.items() if k not in ("schema", "schema_version")}
+        return _build(cls, body, where)
+
+
+def read_json(path: Path, what: str) -> dict:
+    try:
+        doc = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise RecordError(f"cannot read {path} as {what}: {exc}") from None
+    if not isinstance(doc, dict):
+        raise RecordError(f"{path} is not {what} (not a JSON object)")
+    return doc
+
+
+def read_run_record(path: Path) -> RunResult:
+    """The record in a summary.json, or in the `ortgate` section of a pytest-benchmark JSON file."""
+    doc = read_json(path, "an ortgate summary.json or pytest-benchmark JSON file")
+    if "schema" in doc:
+        return RunResult.from_dict(doc, str(path))
+    if "benchmarks" in doc:
+        if "ortgate" not in doc:
+            raise RecordError(f"{path} is a pytest-benchmark file without an ortgate record: write it with the "
+                              "ortgate suite (pytest benchmarks --benchmark-json=... or --benchmark-autosave)")
+        return RunResult.from_dict(doc["ortgate"], f"the ortgate section of {path}")
+    raise RecordError(f"{path} is neither an ortgate summary.json nor a pytest-benchmark JSON file")

@@ -1,0 +1,136 @@
+"""Every ortgate setting, declared once: `OPTIONS` below is the one table of knobs and their defaults.
+
+Each entry is at once a pytest option (`--ortgate-<name>`, `_` written `-`), a key of `[tool.ortgate]` in
+pyproject.toml (`name = ...`), a field of `settings.Settings`, and, where the `ortgate` command takes it
+(`add_cli_options`), a flag of a subcommand (`--<name>`). Help texts name no default: `Option.help_text`
+adds the table's. The command line wins over `[tool.ortgate]`, which wins over the default.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from ortgate.spec import parsers as p
+from ortgate.spec.matrix import PRESET_NAMES
+from ortgate.spec.thresholds import DEFAULT_TOLERANCE, GATE_MODES, SpeedFloor, ToleranceTable
+
+
+@dataclass(frozen=True)
+class Option:
+    """One setting. `default` is raw, as it would be written in [tool.ortgate]; None means not set."""
+
+    name: str
+    parser: p.Parser  # (raw value, name) -> the typed value; raises ConfigError naming the setting
+    default: object
+    help: str  # what the setting does, without its default
+    kind: Literal["value", "flag", "multi"] = "value"  # flag: on/off, given bare; multi: may be given repeatedly
+    type: object = object  # the type of the Settings field
+    attr: str = ""  # the Settings field, where it is not `name`
+    default_text: str | None = None  # how help shows the default, where str(default) does not say it
+    under_root: bool = False  # a relative path is relative to the project root (pytest's rootdir)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "attr", self.attr or self.name)
+
+
+OPTIONS: tuple[Option, ...] = (
+    # What to evaluate
+    Option("model", p.text, None, "model directory, Hugging Face hub id, or a built-in model (builtin:minilm, "
+           "builtin:distilbert, builtin:distilbert-bert-tokenizer)", type=str | None,
+           default_text="builtin:minilm, the built-in MiniLM sentiment model"),
+    Option("dataset", p.text, None, "csv/tsv/jsonl/parquet file, datasets.save_to_disk folder, or hub dataset name; "
+           "rows the evaluation does not use calibrate static quantization", type=str | None,
+           default_text="the VADER Amazon review snippets"),
+    Option("split", p.text, None, "split and optional slice, e.g. test[:3000] (hub and save_to_disk folders; "
+           "files: a slice)", type=str | None, default_text="test; all rows of a file"),
+    Option("text_column", p.text_list, None, "text column; give twice or comma-separated (title,content) to "
+           "combine two", kind="multi", type=tuple[str, ...] | None, attr="text_columns", default_text="text"),
+    Option("label_column", p.text, None, "label column", type=str | None, default_text="label"),
+    Option("label_map", p.label_map, None, "dataset value = model label pairs, e.g. positive=POSITIVE,"
+           "negative=NEGATIVE", type=dict[str, str] | None, default_text="the model's id2label (ids or names)"),
+    Option("max_length", p.at_least(1), None, "tokenizer truncation length (the summary reports how many rows "
+           "it truncates)", type=int | None, default_text="the model's own limit"),
+    Option("limit", p.at_least(1), None, "evaluate at most this many rows", type=int | None,
+           default_text="all; 3,000 for the default data"),
+    # Which variants
+    Option("variants", p.text_list, None, "comma-separated variant ids or globs to run; the baseline always runs",
+           kind="multi", type=tuple[str, ...] | None, default_text="all of the preset and user matrix"),
+    Option("preset", p.one_of(PRESET_NAMES), "default", "variant matrix: default (9 variants), quick (5, for CI), "
+           "reference (the reference workflow's 20), full (the cartesian product of the axes, 129)", type=str),
+    Option("matrix", p.path, None, "TOML file of user variants ([variants.<id>] with parent and optimize = {...} or "
+           "quantize = {...}), added to the preset; pyproject's [tool.ortgate.variants.<id>] works the same way",
+           type=Path | None, default_text="none", under_root=True),
+    Option("strict", p.boolean, False, "a variant that cannot be built fails its tests", kind="flag", type=bool,
+           default_text="off: its tests are reported as expected failures"),
+    Option("build_jobs", p.at_least(1), 1, "build independent variants in this many worker processes", type=int),
+    # Gates
+    Option("structure_dir", p.path, "ortgate-structure", "where the expected graph structure of each model's "
+           "variants is recorded (commit it like a benchmark baseline)", type=Path, under_root=True),
+    Option("update_structure", p.boolean, False, "record the graph structure of this run's variants as the "
+           "expected one", kind="flag", type=bool),
+    Option("int8_min_weight_share", p.fraction(upper_closed=True), 0.99, "structural rule: of the fp32 weight "
+           "matrices read by the operators an int8 variant asked to quantize (those ONNX Runtime's quantizer "
+           "handles in its mode), at least this share is quantized", type=float),
+    Option("tolerance", p.tolerance_table, DEFAULT_TOLERANCE, "allowed accuracy/F1 drop: 1.0pp (absolute points), "
+           "2% (relative), per variant with id=value, e.g. 1pp,static-int8=3pp", type=ToleranceTable),
+    Option("gate_mode", p.one_of(GATE_MODES), "point", "point: the estimated drop must be within tolerance; "
+           "noninferiority: the upper confidence bound of the drop must be", type=str),
+    Option("confidence", p.fraction(), 0.95, "confidence level of intervals: accuracy/F1 differences, speed ratios",
+           type=float),
+    Option("speed_floor", p.speed_floors, None, "minimum speed ratios, e.g. '*int8*=1.2:parent,O99=1.5' "
+           "(reference: baseline or parent); a floor fails only when the whole confidence interval lies below it",
+           type=tuple[tuple[str, SpeedFloor], ...], attr="speed_floors", default_text="none"),
+    # How to measure, and where things go
+    Option("threads", p.threads_or_cores, None, "intra-op threads for ONNX Runtime and torch", type=int,
+           default_text="all logical cores"),
+    Option("cache_dir", p.cache_dir_or_default, None, "cache of built models and variants", type=Path,
+           default_text="$ORTGATE_CACHE_DIR, else ~/.cache/ortgate"),
+    Option("results_dir", p.path, "ortgate-results", "where summary.json and summary.md are written", type=Path,
+           under_root=True),
+    Option("eval_batch_size", p.at_least(1), 1, "rows per inference call when evaluating accuracy", type=int,
+           default_text="1, as deployed"),
+    Option("bench_samples", p.at_least(1), 128, "texts per benchmark round", type=int),
+    Option("bench_rounds", p.at_least(1), 5, "benchmark rounds per variant", type=int),
+    Option("warmup_rounds", p.at_least(0), 1, "untimed warm-up rounds before each benchmark", type=int),
+    Option("repeat", p.at_least(1), 1, "measure every variant's throughput N times, the whole matrix per repeat",
+           type=int),
+    Option("cross_machine", p.boolean, False, "compare with a run saved on a CPU with another fingerprint "
+           "(pytest --benchmark-compare, ortgate compare)", kind="flag", type=bool),
+)
+OPTIONS_BY_NAME: dict[str, Option] = {option.name: option for option in OPTIONS}
+
+
+def parse_option(option: Option, raw: object, root: Path | None = None) -> object:
+    """The typed value of a raw one; with `root`, a relative path of an `under_root` option lies under it."""
+    value = option.parser(raw, option.name)
+    if option.under_root and root is not None and value is not None:
+        value = Path(root) / value  # an absolute path stays as it is
+    return value
+
+
+def help_text(option: Option) -> str:
+    """`help (default: X)`, % escaped for argparse (pytest's option parser is argparse too)."""
+    shown = option.default_text or ("off" if option.kind == "flag" else option.default)
+    return f"{option.help} (default: {shown})".replace("%", "%%")
+
+
+def argparse_kwargs(option: Option, dest: str) -> dict:
+    """add_argument's (and pytest addoption's) keywords: the value stays raw (a string, True for a flag, a list
+    for a multi option) and is None when not given, so that [tool.ortgate] and then the default apply;
+    `parse_option` (or `settings.resolve_settings`) types it."""
+    action = {"flag": "store_const", "multi": "append", "value": "store"}[option.kind]
+    kwargs: dict = {"action": action, "dest": dest, "default": None, "help": help_text(option)}
+    if option.kind == "flag":
+        kwargs["const"] = True
+    return kwargs
+
+
+def add_cli_options(parser: argparse.ArgumentParser, names: Iterable[str]) -> None:
+    """Add the table's options `names` to an `ortgate` subcommand as `--<name>` (dest: the name), with the
+    table's help and default."""
+    for name in names:
+        parser.add_argument("--" + name.replace("_", "-"), **argparse_kwargs(OPTIONS_BY_NAME[name], name))

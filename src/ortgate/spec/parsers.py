@@ -1,0 +1,129 @@
+"""The value parsers of the settings table (`options.OPTIONS`).
+
+Each parser takes a raw value (a command-line string, a TOML value from `[tool.ortgate]`, or the table's
+default) and the setting's name, returns the setting's typed value, and raises ConfigError naming the setting.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+from ortgate.errors import ConfigError
+from ortgate.spec.thresholds import SpeedFloor, ToleranceTable, parse_speed_floors, parse_tolerance_table
+
+Parser = Callable[[object, str], object]
+
+
+def text(value: object, name: str) -> str | None:
+    return None if value is None else str(value)
+
+
+def text_list(value: object, name: str) -> tuple[str, ...] | None:
+    """A list, or comma-separated items (`title,content`), or both (an option given twice)."""
+    if value is None:
+        return None
+    items = value if isinstance(value, list | tuple) else [value]
+    out = tuple(p.strip() for item in items for p in str(item).split(",") if p.strip())
+    if not out:
+        raise ConfigError(f"ortgate setting {name!r} is empty")
+    return out
+
+
+def at_least(minimum: int) -> Parser:
+    """An integer >= minimum, or None (not set)."""
+
+    def parse(value: object, name: str) -> int | None:
+        if value is None:
+            return None
+        try:
+            number = int(str(value))
+        except ValueError:
+            raise ConfigError(f"ortgate setting {name!r} must be an integer, got {value!r}") from None
+        if number < minimum:
+            raise ConfigError(f"ortgate setting {name!r} must be >= {minimum}, got {number}")
+        return number
+
+    return parse
+
+
+def one_of(choices: tuple[str, ...]) -> Parser:
+    def parse(value: object, name: str) -> str:
+        if value not in choices:
+            raise ConfigError(f"ortgate setting {name!r} must be one of {', '.join(choices)}, got {value!r}")
+        return str(value)
+
+    return parse
+
+
+def fraction(upper_closed: bool = False) -> Parser:
+    """A number in (0, 1), or (0, 1] when `upper_closed`."""
+
+    def parse(value: object, name: str) -> float:
+        try:
+            number = float(str(value))
+        except ValueError:
+            raise ConfigError(f"ortgate setting {name!r} must be a number between 0 and 1, got {value!r}") from None
+        if not (0 < number <= 1 if upper_closed else 0 < number < 1):
+            raise ConfigError(f"ortgate setting {name!r} must be between 0 and 1 (e.g. 0.95), got {number}")
+        return number
+
+    return parse
+
+
+def boolean(value: object, name: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    raise ConfigError(f"ortgate setting {name!r} must be true or false, got {value!r}")
+
+
+def path(value: object, name: str) -> Path | None:
+    return None if value is None else Path(str(value)).expanduser()
+
+
+def cache_dir_or_default(value: object, name: str = "cache_dir") -> Path:
+    """The cache folder: the value given, else $ORTGATE_CACHE_DIR, else ~/.cache/ortgate."""
+    return Path(str(value or os.environ.get("ORTGATE_CACHE_DIR") or "~/.cache/ortgate")).expanduser()
+
+
+def threads_or_cores(value: object, name: str) -> int:
+    """A thread count >= 1, else every logical core."""
+    return at_least(1)(value, name) or os.cpu_count() or 1
+
+
+def _naming_the_setting(parse: Callable[[object], object], value: object, name: str):
+    try:
+        return parse(value)
+    except ConfigError as exc:
+        raise ConfigError(f"ortgate setting {name!r}: {exc}") from None
+
+
+def tolerance_table(value: object, name: str) -> ToleranceTable:
+    return _naming_the_setting(parse_tolerance_table, value, name)
+
+
+def speed_floors(value: object, name: str) -> tuple[tuple[str, SpeedFloor], ...]:
+    return _naming_the_setting(parse_speed_floors, value, name)
+
+
+def parse_label_map(spec: str | Mapping[str, str] | None) -> dict[str, str] | None:
+    """`positive=POSITIVE,negative=NEGATIVE` or `1=POSITIVE,-1=NEGATIVE` → {dataset value: model label}."""
+    if spec is None or isinstance(spec, Mapping):
+        return None if spec is None else {str(k): str(v) for k, v in spec.items()}
+    mapping = {}
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        key, sep, value = part.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise ConfigError(
+                f"invalid --ortgate-label-map entry {part!r}: write DATASET_VALUE=MODEL_LABEL, "
+                "e.g. positive=POSITIVE,negative=NEGATIVE"
+            )
+        mapping[key.strip()] = value.strip()
+    if not mapping:
+        raise ConfigError("--ortgate-label-map is empty: write DATASET_VALUE=MODEL_LABEL pairs")
+    return mapping
+
+
+def label_map(value: object, name: str) -> dict[str, str] | None:
+    return _naming_the_setting(parse_label_map, value, name)
