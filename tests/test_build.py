@@ -6,7 +6,8 @@ import numpy as np
 import onnx
 import pytest
 
-from ortgate.build import builder as build_module
+from ortgate.build import builder as builder_module
+from ortgate.build import steps as steps_module
 from ortgate.build.builder import Builder, BuildStatus, NotApplicable, build_key, calibration_fingerprint
 from ortgate.build.graph import graph_summary
 from ortgate.build.runtime import OnnxPredictor, TorchPredictor, predict_logits
@@ -67,7 +68,7 @@ def test_quantizing_an_optimized_graph_needs_the_shape_inference_workaround(buil
     """Without symbolic shape inference, ORT's quantizer fails on the fused graph (optimum#2186)."""
     step = DEFAULT_VARIANTS.specs["O99-dynamic-int8-arm64"].step
     with pytest.raises(RuntimeError, match="Unable to find data type"):
-        build_module.quantize(builder.build("O99").path, tmp_path, step, [], 32, infer_shapes_first=False)
+        steps_module.quantize(builder.build("O99").path, tmp_path, step, [], 32, infer_shapes_first=False)
 
 
 def test_second_builder_hits_the_cache(builder, source):
@@ -90,7 +91,7 @@ def test_corrupt_onnx_in_cache_is_rebuilt(builder, source):
 
 def test_key_covers_cpu_only_for_hardware_specific_graphs(source, monkeypatch):
     keys = {v: build_key(DEFAULT_VARIANTS, v, source, "cal") for v in ("onnx", "O99", "O99-dynamic-int8-arm64")}
-    monkeypatch.setattr(build_module, "cpu_fingerprint", lambda: {"arch": "aarch64", "flags": ["asimddp"]})
+    monkeypatch.setattr(builder_module, "cpu_fingerprint", lambda: {"arch": "aarch64", "flags": ["asimddp"]})
     moved = {v: build_key(DEFAULT_VARIANTS, v, source, "cal") for v in keys}
     assert moved["onnx"] == keys["onnx"]
     assert moved["O99"] != keys["O99"] and moved["O99-dynamic-int8-arm64"] != keys["O99-dynamic-int8-arm64"]
@@ -106,7 +107,7 @@ def test_key_covers_calibration_rows_only_for_static(source):
 
 def test_key_covers_library_versions(source, monkeypatch):
     before = build_key(DEFAULT_VARIANTS, "onnx", source, None)
-    monkeypatch.setattr(build_module, "library_versions", lambda: {"onnxruntime": "9.9.9"})
+    monkeypatch.setattr(builder_module, "library_versions", lambda: {"onnxruntime": "9.9.9"})
     assert build_key(DEFAULT_VARIANTS, "onnx", source, None) != before
 
 

@@ -189,7 +189,7 @@ def test_hash_ignores_unset_fields_so_adding_one_keeps_old_cache_keys():
 
 
 def test_a_preset_with_options_over_its_own_fields():
-    from ortgate.build.builder import optimization_config
+    from ortgate.build.steps import optimization_config
 
     o3 = optimization_config(Optimize(preset="O3", options=(("enable_gelu_approximation", False),)))
     assert o3.optimization_level == 2 and o3.enable_gelu_approximation is False and not o3.optimize_for_gpu

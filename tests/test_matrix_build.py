@@ -6,7 +6,8 @@ import numpy as np
 import onnx
 import pytest
 
-from ortgate.build import builder as build_module
+from ortgate.build import builder as builder_module
+from ortgate.build import steps as steps_module
 from ortgate.build.builder import Builder, NotApplicable
 from ortgate.build.graph import graph_summary
 from ortgate.build.runtime import OnnxPredictor, TorchPredictor, predict_logits
@@ -14,14 +15,14 @@ from ortgate.cache import Cache
 from ortgate.errors import BuildError
 from ortgate.sources.models import load_model_source
 from ortgate.spec.matrix import reference
-from ortgate.spec.variants import Optimize, Quantize, VariantSet, VariantSpec
+from ortgate.spec.variants import Export, Optimize, Quantize, VariantSet, VariantSpec
 from tiny import sentences
 
 TEXTS, _ = sentences(60, seed=7)
 
 
 def _set(*specs):
-    base = [VariantSpec("pytorch"), VariantSpec("onnx", None, build_module.Export())]
+    base = [VariantSpec("pytorch"), VariantSpec("onnx", None, Export())]
     return VariantSet({s.id: s for s in [*base, *specs]})
 
 
@@ -105,14 +106,14 @@ def test_static_calibration_methods_and_formats(source, tmp_path):
 
 
 def test_a_build_failure_is_kept_with_its_first_line_and_fails_its_descendants(source, tmp_path, monkeypatch):
-    real_optimize = build_module.optimize
+    real_optimize = steps_module.optimize
 
     def optimize(parent_dir, out, step):
         if dict(step.options).get("no_attention_mask"):
             raise RuntimeError("simulated optimizer crash\nwith a long traceback")
         return real_optimize(parent_dir, out, step)
 
-    monkeypatch.setattr(build_module, "optimize", optimize)
+    monkeypatch.setattr(steps_module, "optimize", optimize)
     variants = _set(VariantSpec("broken", "onnx", Optimize(99, (("no_attention_mask", True),))),
                     VariantSpec("broken-int8", "broken", Quantize("dynamic", "arm64", False)),
                     VariantSpec("fine", "onnx", Optimize(1)))
@@ -151,7 +152,7 @@ def test_parallel_builds_give_the_same_graphs_as_one_at_a_time(source, tmp_path)
 def test_a_level_99_graph_from_another_cpu_is_not_loaded_and_is_rebuilt(source, tmp_path, monkeypatch):
     variants = _set(VariantSpec("O99", "onnx", Optimize(99)), VariantSpec("L2", "onnx", Optimize(2)))
     cache = Cache(tmp_path)
-    monkeypatch.setattr(build_module, "fingerprint_id", lambda fp=None: "othercpu0001")
+    monkeypatch.setattr(builder_module, "fingerprint_id", lambda fp=None: "othercpu0001")
     elsewhere = Builder(variants, source, cache, TEXTS[:8], max_length=32)
     first, portable = elsewhere.build("O99"), elsewhere.build("L2")
     monkeypatch.undo()

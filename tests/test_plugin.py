@@ -161,9 +161,9 @@ def test_a_user_matrix_runs_and_a_removed_fusion_fails_the_structure_check(suite
 
 
 BROKEN_OPTIMIZER = """
-import ortgate.build.builder
+import ortgate.build.steps
 
-_real = ortgate.build.builder.optimize
+_real = ortgate.build.steps.optimize
 
 
 def _optimize(parent_dir, out, step):  # the reference saw no_attention_mask fail to build
@@ -172,7 +172,7 @@ def _optimize(parent_dir, out, step):  # the reference saw no_attention_mask fai
     return _real(parent_dir, out, step)
 
 
-ortgate.build.builder.optimize = _optimize
+ortgate.build.steps.optimize = _optimize
 """
 
 

@@ -34,5 +34,9 @@ class BuildError(OrtgateError):
         return type(self), (self.args[0], self.reason)
 
 
+class NotApplicable(BuildError):
+    """The variant does not apply to this model or machine (e.g. an fp16 GPU graph on a CPU-only machine)."""
+
+
 class DownloadError(OrtgateError):
     """A package that carries the default model or data could not be fetched or verified."""

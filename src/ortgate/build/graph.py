@@ -51,6 +51,44 @@ def graph_summary(onnx_path: Path, export_summary: dict | None = None) -> dict:
                     and producers[node.input[0]].op_type == "QuantizeLinear")
     dq_weights = sum(1 for node in nodes if node.op_type == "DequantizeLinear" and node.input
                      and node.input[0] in initializers)
+    weight_elements_by_op, float_weight_matmuls, weights_quantized_per_call = _float_weights(nodes, initializers)
+    summary = {
+        "nodes": len(nodes),
+        "operators": dict(sorted(ops.items())),
+        "fused_operators": dict(sorted(fused.items())),
+        "quantized_operators": {op: ops[op] for op in QUANTIZED_OPS if ops[op]},
+        "quantized_nodes": {
+            "dynamic": sum(ops[op] for op in DYNAMIC_OPS),
+            "qlinear": sum(n for op, n in ops.items() if _is_qlinear(op)),
+            "qdq_pairs": qdq_pairs,
+            "dequantized_weights": dq_weights,
+        },
+        "float_weight_matmuls": float_weight_matmuls,
+        "weights_quantized_per_call": weights_quantized_per_call,
+        "initializer_types": dict(sorted(weight_types.items())),
+        "float_weight_elements_by_op": dict(sorted(weight_elements_by_op.items())),
+        "int8_weight_fraction": (sum(weight_bytes[t] for t in INT8_TYPES) / sum(weight_bytes.values())
+                                 if sum(weight_bytes.values()) else 0.0),
+        "size_bytes": onnx_path.stat().st_size,
+    }
+    if export_summary is not None:
+        summary.update(_differences_from_export(summary, export_summary))
+    return summary
+
+
+def _differences_from_export(summary: dict, export_summary: dict) -> dict:
+    """Node and per-operator count changes against the plain export."""
+    ops, export_ops = summary["operators"], export_summary["operators"]
+    return {"nodes_vs_export": summary["nodes"] - export_summary["nodes"],
+            "operators_vs_export": {op: ops.get(op, 0) - export_ops.get(op, 0)
+                                    for op in sorted(set(ops) | set(export_ops))
+                                    if ops.get(op, 0) != export_ops.get(op, 0)}}
+
+def _float_weights(nodes: list, initializers: dict) -> tuple[dict[str, int], int, int]:
+    """fp32 weight elements by the operator that reads them, MatMuls with an fp32 constant weight, and weights
+    that DynamicQuantizeLinear quantizes on every call."""
+    from onnx import TensorProto
+
     # A weight shared between layers (ALBERT) reaches its later uses through Identity nodes: follow them, so
     # such a MatMul counts as a weight MatMul like any other.
     through_identity = {node.output[0]: node.input[0] for node in nodes
@@ -73,29 +111,4 @@ def graph_summary(onnx_path: Path, export_summary: dict | None = None) -> dict:
     # the file and DynamicQuantizeLinear quantizes it again on every call.
     weights_quantized_per_call = sum(1 for node in nodes if node.op_type == "DynamicQuantizeLinear" and node.input
                                      and float_weight(node.input[0]) is not None)
-    summary = {
-        "nodes": len(nodes),
-        "operators": dict(sorted(ops.items())),
-        "fused_operators": dict(sorted(fused.items())),
-        "quantized_operators": {op: ops[op] for op in QUANTIZED_OPS if ops[op]},
-        "quantized_nodes": {
-            "dynamic": sum(ops[op] for op in DYNAMIC_OPS),
-            "qlinear": sum(n for op, n in ops.items() if _is_qlinear(op)),
-            "qdq_pairs": qdq_pairs,
-            "dequantized_weights": dq_weights,
-        },
-        "float_weight_matmuls": float_weight_matmuls,
-        "weights_quantized_per_call": weights_quantized_per_call,
-        "initializer_types": dict(sorted(weight_types.items())),
-        "float_weight_elements_by_op": dict(sorted(weight_elements_by_op.items())),
-        "int8_weight_fraction": (sum(weight_bytes[t] for t in INT8_TYPES) / sum(weight_bytes.values())
-                                 if sum(weight_bytes.values()) else 0.0),
-        "size_bytes": onnx_path.stat().st_size,
-    }
-    if export_summary is not None:
-        summary["nodes_vs_export"] = summary["nodes"] - export_summary["nodes"]
-        every = set(ops) | set(export_summary["operators"])
-        summary["operators_vs_export"] = {
-            op: ops.get(op, 0) - export_summary["operators"].get(op, 0) for op in sorted(every)
-            if ops.get(op, 0) != export_summary["operators"].get(op, 0)}
-    return summary
+    return weight_elements_by_op, float_weight_matmuls, weights_quantized_per_call
