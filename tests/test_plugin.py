@@ -5,6 +5,8 @@ from pathlib import Path
 
 import pytest
 
+from ortgate.record.result import RunResult
+
 SUITE = Path(__file__).resolve().parents[1] / "benchmarks"
 pytest_plugins = ["pytester"]
 
@@ -45,6 +47,13 @@ def test_suite_gates_benchmarks_summarizes_and_reuses_the_cache(suite, pytester)
     infos = [b["extra_info"] for b in bench["benchmarks"] if b["extra_info"].get("mode") == "model-only"]
     assert infos and all(i["samples_per_s"] > 0 and i["samples_per_round"] == 8 for i in infos)
     assert bench["machine_info"]["ortgate_cpu"]["arch"]
+    # The benchmark JSON carries the run's record, with predictions; both files read back unchanged.
+    record = RunResult.from_dict(bench["ortgate"])
+    assert record.to_dict(with_predictions=True) == bench["ortgate"] and RunResult.from_dict(doc).to_dict() == doc
+    assert set(record.predictions) == set(rows) and len(record.labels) == rows["onnx"]["n"]
+    assert record.variant("onnx").round_seconds["end-to-end"] == next(
+        b["extra_info"]["round_seconds"] for b in bench["benchmarks"]
+        if b["extra_info"].get("variant") == "onnx" and b["extra_info"].get("mode") == "end-to-end")
     first.stdout.fnmatch_lines(["*variant O99-dynamic-int8-arm64: built*"])
 
     second = suite("--ortgate-variants=O99-dynamic-int8-arm64", "--benchmark-skip", "-k", "not harness")

@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+from pathlib import Path
 
 import pytest
 
@@ -82,3 +83,9 @@ def test_a_key_the_schema_does_not_define_is_named():
     doc["variants"][0]["speed"] = 1.0
     with pytest.raises(RecordError, match=r"variants\[0\] has key\(s\) \['speed'\]"):
         RunResult.from_dict(doc)
+
+
+def test_ci_keeps_main_baselines_under_the_schema_version():
+    """A baseline saved under another schema version would be refused by `ortgate compare`: CI keys it."""
+    workflow = (Path(__file__).resolve().parents[1] / ".github" / "workflows" / "ortgate.yml").read_text()
+    assert workflow.count(f"ortgate-baseline-main-schema{SCHEMA_VERSION}-") == 3

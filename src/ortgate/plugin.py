@@ -1,7 +1,9 @@
-"""The pytest plugin: options, session fixtures, variant parametrization, the terminal summary.
+"""The pytest plugin: options, session fixtures, variant parametrization, pytest-benchmark timing, the
+run's record in the benchmark JSON, the terminal summary.
 
-Registered through the `pytest11` entry point. The work itself lives in the library
-(`session.RunSession`); this module only connects it to pytest.
+Registered through the `pytest11` entry point. The work itself lives in the library (`session.RunSession`
+and its stages); this module only connects it to pytest and drives pytest-benchmark's fixture
+(`benchmark_throughput`, `time_with_benchmark`), handing the timed rounds to the run's `SpeedMeter`.
 """
 
 from __future__ import annotations

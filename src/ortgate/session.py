@@ -19,7 +19,7 @@ from functools import cached_property
 from ortgate.build.builder import Builder
 from ortgate.build.plan import BuildPlan, explicit_variant_ids
 from ortgate.cache import Cache
-from ortgate.errors import ModelError
+from ortgate.errors import ModelError, OrtgateError
 from ortgate.measure.evaluation import Evaluator
 from ortgate.measure.speed import SpeedMeter
 from ortgate.record.collect import RunStages, collect_result
@@ -55,8 +55,9 @@ class RunSession:
 
     @property
     def run_ids(self) -> list[str]:
-        """The variants this run uses: those its tests use once collected, else every selected one."""
-        return self.planned_ids if self.planned_ids is not None else self.selected_ids
+        """The variants this run uses: those its collected tests name, else (none collected yet, or tests that
+        name no variant, such as `-k harness`) every selected one."""
+        return self.planned_ids or self.selected_ids
 
     # ------------------------------------------------------------ sources
 
@@ -123,6 +124,7 @@ class RunSession:
 
     @cached_property
     def plan(self) -> BuildPlan:
+        """Created by the first test that needs a build, after collection has set `planned_ids`."""
         s = self.settings
         builder = Builder(self.variants, self.model, Cache(s.cache_dir), self.data.calibration_texts,
                           self.max_length, log=self.log)
@@ -170,5 +172,7 @@ class RunSession:
 
     def result(self) -> RunResult:
         """The run's record, from what the stages hold now."""
+        if self.stages is None:
+            raise OrtgateError("the run has no results yet: nothing was built, evaluated or timed")
         return collect_result(self.stages, settings=self.settings, model=self.model, data=self.data,
                               truncation=self.truncation, max_length=self.max_length)

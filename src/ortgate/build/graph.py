@@ -84,6 +84,7 @@ def _differences_from_export(summary: dict, export_summary: dict) -> dict:
                                     for op in sorted(set(ops) | set(export_ops))
                                     if ops.get(op, 0) != export_ops.get(op, 0)}}
 
+
 def _float_weights(nodes: list, initializers: dict) -> tuple[dict[str, int], int, int]:
     """fp32 weight elements by the operator that reads them, MatMuls with an fp32 constant weight, and weights
     that DynamicQuantizeLinear quantizes on every call."""

@@ -70,7 +70,7 @@ class SpeedMeter:
     confidence: float = 0.95
     speeds: dict[tuple[str, str], list[Speed]] = field(default_factory=dict)  # one Speed per repeat
     round_seconds: dict[tuple[str, str], list[float]] = field(default_factory=dict)  # every round, all repeats
-    ratios: dict[tuple[str, str], SameRunRatio] = field(default_factory=dict)
+    ratios: dict[tuple[str, str, str], SameRunRatio] = field(default_factory=dict)  # (variant, reference, mode)
     harness_checks: list[HarnessCheck] = field(default_factory=list)
 
     def workload(self, variant_id: str, mode: str) -> Callable[[], None]:
@@ -99,7 +99,7 @@ class SpeedMeter:
 
     def same_run_ratio(self, variant_id: str, reference_id: str, mode: str = "end-to-end") -> SameRunRatio:
         """Speed ratio to the reference, timed in interleaved rounds in this run under the same threads."""
-        key = (variant_id, reference_id)
+        key = (variant_id, reference_id, mode)
         if key not in self.ratios:
             mine, theirs = self.workload(variant_id, mode), self.workload(reference_id, mode)
             mine_t, theirs_t = interleaved_round_times(mine, theirs, 2 * self.rounds, self.warmup_rounds)

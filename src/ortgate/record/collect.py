@@ -71,7 +71,7 @@ def _accuracy_fields(stages: RunStages, vid: str) -> dict:
         return {**out, "gate": "baseline"}
     gates = [stages.gates.gate(vid, metric) for metric in GATED_METRICS]
     return {**out, "gate": "pass" if all(g.passed for g in gates) else "FAIL", "gate_mode": stages.gates.mode,
-            "paired": PairedResult(**stages.gates.paired(vid).as_dict()), "f1_interval": tuple(gates[1].interval),
+            "paired": PairedResult(**stages.gates.paired(vid).as_dict()), "f1_interval": gates[1].interval,
             "logit_differences": stages.gates.logit_differences(vid)}
 
 
@@ -96,13 +96,18 @@ def _speed_fields(stages: RunStages, vid: str, original: str | None, repeat: int
               if (vid, m) in meter.round_seconds}
     if rounds:
         out["round_seconds"] = rounds
-    check = stages.floors.checks.get(vid)
-    if check is None and stages.floors.same_check_as(vid):
-        check = stages.floors.checks.get(original)
-    if check:
-        out["speed_check"] = SpeedCheckResult(check.reference_id, check.ratio, tuple(check.interval), check.passed,
-                                              str(check.floor) if check.floor else None, check.rounds)
     return out
+
+
+def _speed_check_field(stages: RunStages, vid: str, original: str | None) -> dict:
+    """The variant's speed check, or the one it shares with its same-graph original (same reference, floor)."""
+    check = stages.floors.checks.get(vid)
+    if check is None and original and stages.floors.same_check_as(vid):
+        check = stages.floors.checks.get(original)
+    if check is None:
+        return {}
+    return {"speed_check": SpeedCheckResult(check.reference_id, check.ratio, check.interval, check.passed,
+                                            str(check.floor) if check.floor else None, check.rounds)}
 
 
 def _build_fields(stages: RunStages, vid: str, model: ModelSource) -> dict:
@@ -132,7 +137,8 @@ def variant_result(stages: RunStages, vid: str, model: ModelSource, repeat: int)
     fields = {**_accuracy_fields(stages, vid), **_speed_fields(stages, vid, original, repeat)}
     if not fields and vid not in stages.floors.checks and vid not in stages.structures.checks:
         return None
-    return VariantResult(**head, same_graph_as=original, **fields, **_build_fields(stages, vid, model))
+    return VariantResult(**head, same_graph_as=original, **fields, **_speed_check_field(stages, vid, original),
+                         **_build_fields(stages, vid, model))
 
 
 def collect_result(stages: RunStages, *, settings, model: ModelSource, data: EvalData, truncation: dict | None,
@@ -161,5 +167,5 @@ def collect_result(stages: RunStages, *, settings, model: ModelSource, data: Eva
         harness_checks=[HarnessResult(c.variant_id, c.harness.samples_per_s, c.bare.samples_per_s, c.ratio)
                         for c in stages.meter.harness_checks],
         labels=data.labels.tolist() if evaluations else None,
-        predictions={vid: e.predictions.tolist() for vid, e in evaluations.items()} or None,
+        predictions={vid: e.predictions.tolist() for vid, e in evaluations.items()},
     )

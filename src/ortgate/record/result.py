@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
 
 from ortgate.errors import OrtgateError
 
@@ -26,15 +25,6 @@ class RecordError(OrtgateError):
     """A file is not an ortgate run record this version can read."""
 
 
-def _without_none(value: Any) -> Any:
-    """Plain JSON data with unset (None) fields left out, so a record holds only what was measured."""
-    if isinstance(value, dict):
-        return {k: _without_none(v) for k, v in value.items() if v is not None}
-    if isinstance(value, list | tuple):
-        return [_without_none(v) for v in value]
-    return value
-
-
 def _build(cls, data: dict, where: str):
     """`cls(**data)` with the record's nested types, refusing keys the schema does not define."""
     if not isinstance(data, dict):
@@ -45,21 +35,35 @@ def _build(cls, data: dict, where: str):
         raise RecordError(f"{where} has key(s) {unknown} that schema {SCHEMA} v{SCHEMA_VERSION} does not define")
     values = dict(data)
     for name, nested in getattr(cls, "_NESTED", {}).items():
-        if values.get(name) is not None:
-            item = values[name]
-            values[name] = ([_build(nested, x, f"{where}.{name}[{i}]") for i, x in enumerate(item)]
-                            if isinstance(item, list) else _build(nested, item, f"{where}.{name}"))
-    for name in getattr(cls, "_TUPLES", ()):
-        if values.get(name) is not None:
-            values[name] = tuple(values[name])
+        item = values.get(name)
+        if item is None:
+            continue
+        if name in getattr(cls, "_LISTS", ()):
+            if not isinstance(item, list):
+                raise RecordError(f"{where}.{name} must be a list, got {type(item).__name__}")
+            values[name] = [_build(nested, x, f"{where}.{name}[{i}]") for i, x in enumerate(item)]
+        else:
+            values[name] = _build(nested, item, f"{where}.{name}")
     try:
         return cls(**values)
     except TypeError as exc:
         raise RecordError(f"{where}: {exc}") from None
 
 
+class _Record:
+    """Fields named in `_TUPLES` hold tuples however they were given (JSON gives lists), so a record read
+    back from a file equals the one written."""
+
+    _TUPLES: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        for name in self._TUPLES:
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, tuple(getattr(self, name)))
+
+
 @dataclass(frozen=True)
-class PairedResult:
+class PairedResult(_Record):
     """The variant against the baseline on the same rows (McNemar and the accuracy difference's interval)."""
 
     n: int
@@ -77,7 +81,7 @@ class PairedResult:
 
 
 @dataclass(frozen=True)
-class SpeedCheckResult:
+class SpeedCheckResult(_Record):
     """The same-run speed ratio to the reference, its interval, and the floor's verdict."""
 
     reference: str
@@ -90,7 +94,7 @@ class SpeedCheckResult:
 
 
 @dataclass(frozen=True)
-class StructureResult:
+class StructureResult(_Record):
     passed: bool
     problems: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
@@ -107,7 +111,7 @@ class HarnessResult:
 
 
 @dataclass(frozen=True)
-class VariantResult:
+class VariantResult(_Record):
     """One variant's results. Fields a run did not measure stay None (and out of the JSON)."""
 
     variant: str
@@ -154,6 +158,10 @@ class VariantResult:
     def failed_to_build(self) -> bool:
         return self.build in ("build failed", "not applicable")
 
+    def to_dict(self) -> dict:
+        """Every field the run set; `variant`, `description`, `parent` and `isa` always (None included)."""
+        return {k: v for k, v in asdict(self).items() if v is not None or k in ("parent", "isa")}
+
 
 @dataclass(frozen=True)
 class ModelInfo:
@@ -198,6 +206,7 @@ class RunResult:
     predictions: dict[str, list[int]] | None = None
     _NESTED = {"model": ModelInfo, "settings": MeasureSettings, "variants": VariantResult,
                "harness_checks": HarnessResult}
+    _LISTS = ("variants", "harness_checks")
 
     def variant(self, variant_id: str) -> VariantResult | None:
         return next((v for v in self.variants if v.variant == variant_id), None)
@@ -207,10 +216,13 @@ class RunResult:
         return self.machine.get("id")
 
     def to_dict(self, with_predictions: bool = False) -> dict:
-        doc = {"schema": SCHEMA, "schema_version": SCHEMA_VERSION, **asdict(self)}
+        """Plain JSON data. Unset variant fields are left out (a row holds what the run measured); the
+        labels and predictions only `with_predictions` (the benchmark JSON; summary.json has neither)."""
+        doc = {"schema": SCHEMA, "schema_version": SCHEMA_VERSION, **asdict(self),
+               "variants": [v.to_dict() for v in self.variants]}
         if not with_predictions:
             doc.pop("labels"), doc.pop("predictions")
-        return _without_none(doc)
+        return doc
 
     @classmethod
     def from_dict(cls, doc: dict, where: str = "the record") -> RunResult:

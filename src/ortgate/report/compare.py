@@ -1,11 +1,12 @@
-"""Compare a run with a saved one (pytest-benchmark JSON written by the ortgate suite): regression,
-improvement, no change, or insufficient evidence, for speed and accuracy.
+"""Compare a run with a saved one, by their run records (the `ortgate` section of a pytest-benchmark JSON
+written by the suite, or a summary.json): regression, improvement, no change, or insufficient evidence,
+for speed and accuracy.
 
 Speed: each variant's round times are divided by the median round time of the same run's baseline
 (same mode), so a slower machine or a busier day alone cancels; the two runs' normalized times then
 go through a Mann–Whitney U test together with a minimum effect (default 5%). Accuracy: the drop of
-each variant's accuracy from the saved run, against a tolerance, with McNemar's test on the same rows
-when both runs stored their predictions.
+each variant's accuracy from the saved run, against its tolerance (a per-variant table, as in the suite),
+with McNemar's test on the same rows when both records hold their predictions (benchmark JSON does).
 """
 
 from __future__ import annotations

@@ -255,12 +255,6 @@ def _train(model_dir: Path, out: Path, texts: list[str], labels: list[int], reci
     return {"train_rows": len(order), "train_seconds": round(time.perf_counter() - started, 1)}
 
 
-def ensure_default_model(cache_dir: Path, recipe: Recipe = DEFAULT_RECIPE,
-                         log: Callable[[str], None] = lambda m: None) -> Path:
-    """The cached default classifier's folder, building it on first use."""
-    return ensure_builtin_model("minilm", cache_dir, recipe, log)
-
-
 def ensure_builtin_model(name: str, cache_dir: Path, recipe: Recipe = DEFAULT_RECIPE,
                          log: Callable[[str], None] = lambda m: None) -> Path:
     """The cached folder of a built-in classifier (`minilm`, `distilbert`, ...), building it on first use."""

@@ -1,0 +1,1 @@
+"""Building variants into the content-addressed cache, reading their graphs, loading them to run."""
