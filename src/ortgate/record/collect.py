@@ -77,8 +77,13 @@ def _accuracy_fields(stages: RunStages, vid: str) -> dict:
 
 def _speed_fields(stages: RunStages, vid: str, original: str | None, repeat: int) -> dict:
     meter, out = stages.meter, {}
-    source = vid if meter.speeds.get((vid, SPEED_MODE)) or meter.speeds.get((vid, MODEL_ONLY)) else original
-    speed, model_only = (meter.speed(source, m) if source else None for m in (SPEED_MODE, MODEL_ONLY))
+
+    def timed(mode: str) -> str | None:  # the variant, else its same-graph original (not timed twice)
+        return vid if (vid, mode) in meter.speeds else original if (original, mode) in meter.speeds else None
+
+    source = timed(SPEED_MODE)
+    speed = meter.speed(source, SPEED_MODE) if source else None
+    model_only = meter.speed(timed(MODEL_ONLY), MODEL_ONLY) if timed(MODEL_ONLY) else None
     base, base_model_only = meter.speed(BASELINE_ID, SPEED_MODE), meter.speed(BASELINE_ID, MODEL_ONLY)
     if speed:
         out.update(samples_per_s=speed.samples_per_s, latency_ms=speed.latency_ms)
