@@ -3,6 +3,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ortgate.errors import ConfigError
+from ortgate.measure.speed import SameRunRatio
 from ortgate.spec.thresholds import (
     SpeedFloor,
     Tolerance,
@@ -121,9 +122,10 @@ def test_speed_floors_parse_and_match():
 
 def test_a_floor_fails_only_when_the_whole_interval_is_below_it():
     def check(low, high):
-        return SpeedCheck("int8", "onnx", (low + high) / 2, (low, high), 0.95, 10, SpeedFloor(1.2, "parent"))
+        measured = SameRunRatio("int8", "onnx", (low + high) / 2, (low, high), 0.95, 10)
+        return SpeedCheck(measured, SpeedFloor(1.2, "parent"))
 
     assert check(1.1, 1.3).passed  # straddles the floor: noise, not a failure
     assert not check(1.0, 1.15).passed
     assert "whole interval lies below the floor" in check(1.0, 1.15).message
-    assert SpeedCheck("x", "pytorch", 3.0, (2.8, 3.2), 0.95, 10, None).passed
+    assert SpeedCheck(SameRunRatio("x", "pytorch", 3.0, (2.8, 3.2), 0.95, 10), None).passed

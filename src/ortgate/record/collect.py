@@ -111,8 +111,9 @@ def _speed_check_field(stages: RunStages, vid: str, original: str | None) -> dic
         check = stages.floors.checks.get(original)
     if check is None:
         return {}
-    return {"speed_check": SpeedCheckResult(check.reference_id, check.ratio, check.interval, check.passed,
-                                            str(check.floor) if check.floor else None, check.rounds)}
+    m = check.measured
+    return {"speed_check": SpeedCheckResult(m.reference_id, m.ratio, m.interval, check.passed,
+                                            str(check.floor) if check.floor else None, m.rounds)}
 
 
 def _build_fields(stages: RunStages, vid: str, model: ModelSource) -> dict:

@@ -74,8 +74,7 @@ class SpeedFloors:
         """The same-run ratio to the floor's reference, checked against the floor."""
         if variant_id not in self.checks:
             r = self.meter.same_run_ratio(variant_id, self.reference(variant_id))
-            self.checks[variant_id] = SpeedCheck(variant_id, r.reference_id, r.ratio, r.interval, r.confidence,
-                                                 r.rounds, speed_floor_for(self.floors, variant_id))
+            self.checks[variant_id] = SpeedCheck(r, speed_floor_for(self.floors, variant_id))
         return self.checks[variant_id]
 
     def same_check_as(self, variant_id: str) -> str | None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ortgate.errors import ConfigError
+from ortgate.measure.speed import SameRunRatio
 from ortgate.spec.thresholds import GATE_MODES, SpeedFloor, Tolerance
 
 
@@ -72,24 +73,22 @@ class GateResult:
 
 @dataclass(frozen=True)
 class SpeedCheck:
-    variant_id: str
-    reference_id: str
-    ratio: float
-    interval: tuple[float, float]
-    confidence: float
-    rounds: int
+    """A same-run speed ratio (measured) against the variant's floor (None: no floor, always passes)."""
+
+    measured: SameRunRatio
     floor: SpeedFloor | None
 
     @property
     def passed(self) -> bool:
         """A floor fails only when the whole interval lies below it: noise alone never fails it."""
-        return self.floor is None or self.interval[1] >= self.floor.ratio
+        return self.floor is None or self.measured.interval[1] >= self.floor.ratio
 
     @property
     def message(self) -> str:
-        low, high = self.interval
+        m = self.measured
+        low, high = m.interval
         floor = f"floor {self.floor}" if self.floor else "no floor set"
         verdict = "" if self.passed else ": the whole interval lies below the floor"
-        return (f"{self.variant_id} is {self.ratio:.2f}x as fast as {self.reference_id} "
-                f"({self.confidence:.0%} interval {low:.2f}–{high:.2f}x over {self.rounds} interleaved rounds); "
+        return (f"{m.variant_id} is {m.ratio:.2f}x as fast as {m.reference_id} "
+                f"({m.confidence:.0%} interval {low:.2f}–{high:.2f}x over {m.rounds} interleaved rounds); "
                 f"{floor}{verdict}")
