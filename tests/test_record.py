@@ -42,7 +42,9 @@ def full_run() -> RunResult:
 
 def test_a_record_reads_back_equal_through_json(tmp_path):
     run = full_run()
-    back = RunResult.from_dict(json.loads(json.dumps(run.to_dict(with_predictions=True))))
+    doc = run.to_dict(with_predictions=True)
+    assert json.loads(json.dumps(doc)) == doc  # plain JSON types: what is written is what is read
+    back = RunResult.from_dict(json.loads(json.dumps(doc)))
     assert back == run
     assert isinstance(back.variants[1].paired, PairedResult) and back.variants[1].speed_check.interval == (1.2, 1.6)
     assert back.variant("O4").failed_to_build and back.variant("missing") is None

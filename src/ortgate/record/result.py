@@ -50,6 +50,15 @@ def _build(cls, data: dict, where: str):
         raise RecordError(f"{where}: {exc}") from None
 
 
+def _plain(value):
+    """JSON's own types: tuples become lists, so a written record equals the JSON read back."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
 class _Record:
     """Fields named in `_TUPLES` hold tuples however they were given (JSON gives lists), so a record read
     back from a file equals the one written."""
@@ -160,7 +169,7 @@ class VariantResult(_Record):
 
     def to_dict(self) -> dict:
         """Every field the run set; `variant`, `description`, `parent` and `isa` always (None included)."""
-        return {k: v for k, v in asdict(self).items() if v is not None or k in ("parent", "isa")}
+        return _plain({k: v for k, v in asdict(self).items() if v is not None or k in ("parent", "isa")})
 
 
 @dataclass(frozen=True)
@@ -222,7 +231,7 @@ class RunResult:
                "variants": [v.to_dict() for v in self.variants]}
         if not with_predictions:
             doc.pop("labels"), doc.pop("predictions")
-        return doc
+        return _plain(doc)
 
     @classmethod
     def from_dict(cls, doc: dict, where: str = "the record") -> RunResult:
