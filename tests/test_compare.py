@@ -76,3 +76,26 @@ def test_cli_exit_code_gates_a_shell_script(tmp_path, capsys):
     assert main(["compare", str(tmp_path / "old.json"), str(tmp_path / "new.json"), "--markdown", str(summary)]) == 1
     assert "1 regression(s)" in capsys.readouterr().out and "int8 model-only" in summary.read_text()
     assert main(["compare", str(tmp_path / "old.json"), str(tmp_path / "missing.json")]) == 2
+
+
+def test_a_variant_missing_from_the_new_run_is_a_regression_not_a_silent_pass():
+    old = run({("pytorch", "end-to-end"): rounds(1.0), ("int8", "end-to-end"): rounds(0.25, seed=1),
+               ("O99", "end-to-end"): rounds(0.5, seed=2)}, accuracy={"int8": 0.9, "O99": 0.9})
+    new = run({("pytorch", "end-to-end"): rounds(1.0, seed=3), ("O99", "end-to-end"): rounds(0.5, seed=4)},
+              accuracy={"O99": 0.9})
+    rows = {(r.kind, r.variant): r for r in compare_runs(old, new)}
+    assert rows[("speed", "O99")].verdict == "no change"
+    for kind in ("speed", "accuracy"):
+        assert rows[(kind, "int8")].verdict == "regression" and "missing in the new run" in rows[(kind, "int8")].note
+    assert "int8 end-to-end" in render_markdown(list(rows.values()), "old", "new")
+
+
+def test_nothing_comparable_is_an_error_and_exit_code_2(tmp_path, capsys):
+    old = run({("pytorch", "end-to-end"): rounds(1.0), ("int8", "end-to-end"): rounds(0.25, seed=1)})
+    new = run({("pytorch", "end-to-end"): rounds(1.0, seed=2)})
+    with pytest.raises(OrtgateError, match="nothing to compare"):
+        compare_runs(old, new)
+    for name, doc in (("old.json", old), ("new.json", new)):
+        (tmp_path / name).write_text(json.dumps(benchmark_json(doc)))
+    assert main(["compare", str(tmp_path / "old.json"), str(tmp_path / "new.json")]) == 2
+    assert "nothing to compare" in capsys.readouterr().err

@@ -50,6 +50,24 @@ def test_known_mcnemar_values():
     assert low < cmp.difference < high < 0
 
 
+@pytest.mark.parametrize("k", [1, 2, 5, 20])
+def test_mid_p_is_one_when_the_discordant_cells_are_equal(k):
+    """b = c is the most probable table under the null: 2·P(X ≤ k) − P(X = k) = 1 (it read 0.5 for b = c = 1)."""
+    cmp = paired_comparison(*table(b=k, c=k))
+    assert cmp.p_exact == 1.0 and cmp.p_mid == pytest.approx(1.0)
+
+
+@given(st.integers(0, 60), st.integers(0, 60))
+def test_mid_p_doubles_the_lower_tail_with_half_the_table_seen(b, c):
+    """Fagerland et al. (2013): mid-p = 2·[P(X < k) + ½·P(X = k)], X ~ Bin(b + c, ½), k = min(b, c), by
+    enumeration; at most 1."""
+    from math import comb
+
+    n, k = b + c, min(b, c)
+    lower = sum(comb(n, x) for x in range(k)) / 2**n
+    assert paired_comparison(*table(b, c)).p_mid == pytest.approx(min(1.0, 2 * (lower + comb(n, k) / 2**n / 2)))
+
+
 def test_no_discordant_pairs():
     cmp = paired_comparison(*table(b=0, c=0))
     assert cmp.p_exact == 1.0 and cmp.p_mid == 1.0 and cmp.difference == 0.0

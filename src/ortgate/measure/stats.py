@@ -70,8 +70,10 @@ class PairedComparison:
             return 1.0
         from scipy.stats import binom
 
-        k = min(self.baseline_only, self.variant_only)
-        return float(min(1.0, self.p_exact - binom.pmf(k, self.discordant, 0.5)))
+        # Two-sided mid-p = 2·P(X ≤ k) − P(X = k), X ~ Bin(b + c, 1/2), k = min(b, c). Not "exact p − P(X = k)":
+        # the exact p is capped at 1 when b = c, and subtracting from the cap gave 0.5 for b = c = 1 (it is 1).
+        k, n = min(self.baseline_only, self.variant_only), self.discordant
+        return float(min(1.0, 2 * binom.cdf(k, n, 0.5) - binom.pmf(k, n, 0.5)))
 
     @property
     def interval(self) -> tuple[float, float]:
