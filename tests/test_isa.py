@@ -51,3 +51,29 @@ def test_fallback_without_proc_cpuinfo(monkeypatch):
     finally:
         isa.cpu_fingerprint.cache_clear()
     assert got["model_name"] == "Apple M2" and got["source"] == "py-cpuinfo" and got["flags"] == ["asimddp", "i8mm"]
+
+
+@pytest.mark.parametrize(("files", "affinity", "expected"), [
+    ({}, 8, 8),  # no cgroup limit: the affinity mask
+    ({"cpu.max": "max 100000\n"}, 8, 8),  # v2, unlimited
+    ({"cpu.max": "200000 100000\n"}, 64, 2),  # v2: a 2-vCPU container on a 64-core host
+    ({"cpu.max": "150000 100000\n"}, 64, 2),  # 1.5 cores of quota: 2 threads
+    ({"cpu.max": "400000 100000\n"}, 3, 3),  # the affinity mask is smaller than the quota
+    ({"cpu/cpu.cfs_quota_us": "50000\n", "cpu/cpu.cfs_period_us": "100000\n"}, 16, 1),  # v1
+    ({"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, 16, 16),  # v1, unlimited
+    ({"cpu.max": "garbage\n"}, 4, 4),  # unreadable: no limit assumed
+])
+def test_usable_cores_honour_affinity_and_cgroup_quota(tmp_path, files, affinity, expected):
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    assert isa.usable_cores(tmp_path, affinity=affinity) == expected
+
+
+def test_threads_default_to_the_usable_cores_and_the_machine_records_them(monkeypatch):
+    from ortgate.spec.options import OPTIONS_BY_NAME, parse_option
+
+    monkeypatch.setattr("ortgate.spec.parsers.usable_cores", lambda: 3)
+    assert parse_option(OPTIONS_BY_NAME["threads"], None) == 3 and parse_option(OPTIONS_BY_NAME["threads"], "5") == 5
+    fp = isa.machine_fingerprint()
+    assert fp["usable_cores"] >= 1 and "usable_cores" not in isa.cpu_fingerprint()  # not part of the machine id

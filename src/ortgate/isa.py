@@ -5,6 +5,7 @@ Read from /proc/cpuinfo where it exists (Linux), else from py-cpuinfo (macOS, Wi
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 from functools import cache
@@ -52,12 +53,40 @@ def cpu_fingerprint() -> dict:
     return {"arch": platform.machine(), **info, "logical_cores": os.cpu_count()}
 
 
+def _cgroup_cpu_limit(root: Path) -> float | None:
+    """The CPU quota of this process's cgroup in cores (cgroup v2 `cpu.max`, else v1 `cpu.cfs_quota_us` over
+    `cpu.cfs_period_us`); None when there is none or it cannot be read."""
+    try:
+        v2 = root / "cpu.max"
+        if v2.is_file():
+            quota, period = v2.read_text().split()[:2]
+            return None if quota == "max" else int(quota) / int(period)
+        for v1 in (root / "cpu", root / "cpu,cpuacct"):
+            if (v1 / "cpu.cfs_quota_us").is_file():
+                quota = int((v1 / "cpu.cfs_quota_us").read_text())
+                return None if quota <= 0 else quota / int((v1 / "cpu.cfs_period_us").read_text())
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def usable_cores(cgroup_root: Path = Path("/sys/fs/cgroup"), affinity: int | None = None) -> int:
+    """The cores this process may run on: the CPU affinity mask, capped by a cgroup CPU quota (a 2-vCPU
+    container on a 64-core host has 64 logical cores and 2 usable ones), at least 1."""
+    if affinity is None:
+        affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    limit = _cgroup_cpu_limit(cgroup_root)
+    return max(1, min(affinity, math.ceil(limit)) if limit else affinity)
+
+
 def machine_fingerprint() -> dict:
-    """The CPU fingerprint plus the ONNX Runtime build that runs on it (informational: a library
-    upgrade is not another machine, so only the CPU part identifies the machine)."""
+    """The CPU fingerprint plus, informational only, the cores this process may use and the ONNX Runtime build
+    that runs on it: a library upgrade or a container's quota is not another CPU, so only the CPU part (its
+    `id`) identifies the machine and keys hardware-specific graphs."""
     import onnxruntime
 
-    return {**cpu_fingerprint(), "id": fingerprint_id(), "onnxruntime": onnxruntime.__version__,
+    return {**cpu_fingerprint(), "id": fingerprint_id(), "usable_cores": usable_cores(),
+            "onnxruntime": onnxruntime.__version__,
             "providers": onnxruntime.get_available_providers()}
 
 

@@ -86,7 +86,7 @@ OPTIONS: tuple[Option, ...] = (
            type=tuple[tuple[str, SpeedFloor], ...], attr="speed_floors", default_text="none"),
     # How to measure, and where things go
     Option("threads", p.threads_or_cores, None, "intra-op threads for ONNX Runtime and torch", type=int,
-           default_text="all logical cores"),
+           default_text="the usable cores: CPU affinity, capped by a cgroup CPU quota"),
     Option("cache_dir", p.cache_dir_or_default, None, "cache of built models and variants", type=Path,
            default_text="$ORTGATE_CACHE_DIR, else ~/.cache/ortgate"),
     Option("results_dir", p.path, "ortgate-results", "where summary.json and summary.md are written", type=Path,

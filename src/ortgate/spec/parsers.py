@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from ortgate.errors import ConfigError
+from ortgate.isa import usable_cores
 from ortgate.spec.thresholds import SpeedFloor, ToleranceTable, parse_speed_floors, parse_tolerance_table
 
 Parser = Callable[[object, str], object]
@@ -88,8 +89,8 @@ def cache_dir_or_default(value: object, name: str = "cache_dir") -> Path:
 
 
 def threads_or_cores(value: object, name: str) -> int:
-    """A thread count >= 1, else every logical core."""
-    return at_least(1)(value, name) or os.cpu_count() or 1
+    """A thread count >= 1, else every core this process may use (affinity, cgroup quota)."""
+    return at_least(1)(value, name) or usable_cores()
 
 
 def _naming_the_setting(parse: Callable[[object], object], value: object, name: str):
