@@ -19,6 +19,7 @@ from ortgate.build.builder import BuildStatus
 from ortgate.errors import OrtgateError
 from ortgate.isa import fingerprint_id, machine_fingerprint
 from ortgate.measure.throughput import Speed, speed_from_round_times
+from ortgate.record.result import RunResult
 from ortgate.report.tables import render_terminal, write_results
 from ortgate.session import RunSession
 from ortgate.spec.options import OPTIONS, argparse_kwargs
@@ -27,6 +28,7 @@ from ortgate.spec.variants import BASELINE_ID
 
 SETTINGS_KEY = pytest.StashKey[Settings]()
 SESSION_KEY = pytest.StashKey[RunSession]()
+RESULT_KEY = pytest.StashKey[RunResult | None]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -207,22 +209,29 @@ def pytest_benchmark_compare_machine_info(config: pytest.Config, benchmarksessio
     )
 
 
+def _final_result(config: pytest.Config) -> RunResult | None:
+    """The run's record, assembled once when the tests are done (None: no results), so the benchmark JSON
+    and summary.json hold the same record."""
+    if RESULT_KEY not in config.stash:
+        session = config.stash.get(SESSION_KEY, None)
+        config.stash[RESULT_KEY] = session.result() if session is not None and session.has_results else None
+    return config.stash[RESULT_KEY]
+
+
 def pytest_benchmark_update_json(config: pytest.Config, benchmarks, output_json: dict) -> None:
-    """Saved benchmark runs carry the summary, labels and predictions, so `ortgate compare` can gate
-    accuracy across runs as well as speed."""
-    session = config.stash.get(SESSION_KEY, None)
-    if session is None or not session.has_results:
-        return
-    output_json["ortgate"] = session.result().to_dict(with_predictions=True)
+    """Saved benchmark runs carry the run's record with labels and predictions, so `ortgate compare` can
+    gate accuracy across runs as well as speed."""
+    result = _final_result(config)
+    if result is not None:
+        output_json["ortgate"] = result.to_dict(with_predictions=True)
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
-    session = config.stash.get(SESSION_KEY, None)
-    if session is None or not session.has_results:
-        return
     try:
-        result = session.result()
-        json_path, md_path = write_results(result, session.settings.results_dir)
+        result = _final_result(config)
+        if result is None:
+            return
+        json_path, md_path = write_results(result, config.stash[SETTINGS_KEY].results_dir)
     except (OrtgateError, OSError) as exc:
         terminalreporter.write_line(f"ortgate: could not write the summary: {exc}")
         return

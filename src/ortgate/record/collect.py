@@ -81,9 +81,9 @@ def _speed_fields(stages: RunStages, vid: str, original: str | None, repeat: int
     def timed(mode: str) -> str | None:  # the variant, else its same-graph original (not timed twice)
         return vid if (vid, mode) in meter.speeds else original if (original, mode) in meter.speeds else None
 
-    source = timed(SPEED_MODE)
+    source, model_only_source = timed(SPEED_MODE), timed(MODEL_ONLY)
     speed = meter.speed(source, SPEED_MODE) if source else None
-    model_only = meter.speed(timed(MODEL_ONLY), MODEL_ONLY) if timed(MODEL_ONLY) else None
+    model_only = meter.speed(model_only_source, MODEL_ONLY) if model_only_source else None
     base, base_model_only = meter.speed(BASELINE_ID, SPEED_MODE), meter.speed(BASELINE_ID, MODEL_ONLY)
     if speed:
         out.update(samples_per_s=speed.samples_per_s, latency_ms=speed.latency_ms)

@@ -83,16 +83,14 @@ def compare_runs(old: RunResult, new: RunResult, *, alpha: float = 0.05, min_eff
         rows.append(CompareRow("speed", variant, mode, float(np.median(old_norm[key])),
                                float(np.median(new_norm[key])), result.effect, result.p_value, result.verdict,
                                f"{result.n_old} vs {result.n_new} rounds"))
-    rows += [_missing("speed", variant, mode) for variant, mode in sorted(set(old_times) - set(new_times))
-             if variant != BASELINE_ID]
     rows += _accuracy_rows(old, new, tolerance or ToleranceTable())
-    if not any(r.verdict != "regression" or not r.note.startswith(MISSING) for r in rows):
+    if not rows:
         raise OrtgateError("nothing to compare: the two runs share no variant timed or evaluated in both "
                            "(did the new run select other variants, or skip its benchmarks?)")
-    return rows
-
-
-MISSING = "missing in the new run"
+    old_acc, new_acc = ({v.variant for v in run.variants if v.accuracy is not None} for run in (old, new))
+    missing = [("speed", v, m) for v, m in sorted(set(old_times) - set(new_times)) if v != BASELINE_ID]
+    missing += [("accuracy", v, "") for v in sorted(old_acc - new_acc)]
+    return rows + [_missing(*m) for m in missing]
 
 
 def _missing(kind: str, variant: str, mode: str) -> CompareRow:
@@ -100,7 +98,7 @@ def _missing(kind: str, variant: str, mode: str) -> CompareRow:
     regression, never a silent pass."""
     nan = float("nan")
     return CompareRow(kind, variant, mode, nan, nan, nan, None, "regression",
-                      f"{MISSING}: it was measured in the old one")
+                      "missing in the new run: it was measured in the old one")
 
 
 def _accuracy_rows(old: RunResult, new: RunResult, tolerances: ToleranceTable) -> list[CompareRow]:
@@ -120,7 +118,7 @@ def _accuracy_rows(old: RunResult, new: RunResult, tolerances: ToleranceTable) -
             p = paired.p_exact
             note += f"; {paired.differing_predictions} predictions changed"
         rows.append(CompareRow("accuracy", variant, "", a, b, b - a, p, verdict, note))
-    return rows + [_missing("accuracy", v, "") for v in old_acc if v not in new_acc]
+    return rows
 
 
 def render_markdown(rows: list[CompareRow], old_name: str, new_name: str) -> str:

@@ -141,21 +141,25 @@ def rule_notes(graph: dict) -> list[str]:
     return []
 
 
+def _count_changes(old: dict, new: dict, lost: str, gained: str) -> tuple[list[str], list[str]]:
+    """Counts that fell (problems) and rose (notes), each message formatted with (name, before, after)."""
+    problems, notes = [], []
+    for name in sorted(set(old) | set(new)):
+        before, after = old.get(name, 0), new.get(name, 0)
+        if after < before:
+            problems.append(lost.format(name, before, after))
+        elif after > before:
+            notes.append(gained.format(name, before, after))
+    return problems, notes
+
+
 def compare_structure(old: dict, new: dict) -> tuple[list[str], list[str]]:
     """(problems, notes) between a recorded structure and this run's: losses fail, gains are noted."""
-    problems, notes = [], []
-    for op in sorted(set(old["fused_operators"]) | set(new["fused_operators"])):
-        before, after = old["fused_operators"].get(op, 0), new["fused_operators"].get(op, 0)
-        if after < before:
-            problems.append(f"lost fusion {op}: {before} → {after} nodes")
-        elif after > before:
-            notes.append(f"more {op} nodes: {before} → {after}")
-    for kind in sorted(set(old["quantized_nodes"]) | set(new["quantized_nodes"])):
-        before, after = old["quantized_nodes"].get(kind, 0), new["quantized_nodes"].get(kind, 0)
-        if after < before:
-            problems.append(f"fewer quantized nodes ({kind}): {before} → {after}")
-        elif after > before:
-            notes.append(f"more quantized nodes ({kind}): {before} → {after}")
+    problems, notes = _count_changes(old["fused_operators"], new["fused_operators"],
+                                     "lost fusion {0}: {1} → {2} nodes", "more {0} nodes: {1} → {2}")
+    fewer, more = _count_changes(old["quantized_nodes"], new["quantized_nodes"],
+                                 "fewer quantized nodes ({0}): {1} → {2}", "more quantized nodes ({0}): {1} → {2}")
+    problems, notes = problems + fewer, notes + more
     if new["float_weight_matmuls"] > old["float_weight_matmuls"]:
         problems.append(f"MatMuls with fp32 weights: {old['float_weight_matmuls']} → {new['float_weight_matmuls']}")
     for dtype in ("INT8", "UINT8"):
