@@ -66,11 +66,13 @@ def test_invalid_settings_name_the_setting(tmp_path, cli, match):
 GOOD = {
     "model": "models/mine", "dataset": "data.csv", "split": "test[:10]", "text_column": "title,content",
     "label_column": "sentiment", "label_map": "pos=POSITIVE,neg=NEGATIVE", "max_length": 64, "limit": 100,
-    "variants": "onnx,O99", "preset": "quick", "matrix": "m.toml", "strict": True, "build_jobs": 2,
+    "variants": "onnx,O99", "preset": "quick", "matrix": "m.toml", "strict": True, "known_good": "main/summary.json",
+    "build_jobs": 2,
     "structure_dir": "structure", "update_structure": True, "int8_min_weight_share": 0.9, "tolerance": "2pp",
-    "gate_mode": "noninferiority", "confidence": 0.9, "speed_floor": "*int8*=1.2:parent", "threads": 3,
+    "gate_mode": "noninferiority", "inconclusive": "fail", "confidence": 0.9, "speed_floor": "*int8*=1.2:parent",
+    "threads": 3,
     "cache_dir": "/tmp/ortgate-test-cache", "results_dir": "out", "eval_batch_size": 8, "bench_samples": 16,
-    "bench_rounds": 2, "warmup_rounds": 0, "repeat": 2, "cross_machine": True,
+    "bench_rounds": 2, "warmup_rounds": 0, "cycles": 4, "repeat": 2, "cross_machine": True,
 }
 MATRIX = '[variants.mine]\nparent = "onnx"\noptimize = { level = 2 }\n'
 
@@ -136,11 +138,11 @@ def test_pyproject_table_is_read_and_unknown_keys_rejected(tmp_path):
 BAD = {
     "text_column": " , ", "label_map": "positive", "max_length": "0", "limit": "ten", "variants": [" , "],
     "preset": "huge", "matrix": "nope.toml", "strict": "yes", "build_jobs": 0, "update_structure": 1,
-    "int8_min_weight_share": 1.5, "tolerance": "lots", "gate_mode": "strict", "confidence": 1,
+    "int8_min_weight_share": 1.5, "tolerance": "lots", "gate_mode": "strict", "inconclusive": "maybe", "confidence": 1,
     "speed_floor": "O99", "threads": 0, "eval_batch_size": "x", "bench_samples": 0, "bench_rounds": True,
-    "warmup_rounds": -1, "repeat": 0, "cross_machine": "maybe",
+    "warmup_rounds": -1, "cycles": 0, "repeat": 0, "cross_machine": "maybe",
 }
-ANY_TEXT = {"model", "dataset", "split", "label_column", "structure_dir", "cache_dir", "results_dir"}
+ANY_TEXT = {"model", "dataset", "split", "label_column", "structure_dir", "cache_dir", "results_dir", "known_good"}
 
 
 @pytest.mark.parametrize("name", sorted(BAD))

@@ -9,8 +9,18 @@ from pathlib import Path
 import pytest
 
 from ortgate.errors import OrtgateError
-from ortgate.record.result import VariantResult
-from ortgate.report.crossmachine import build_report, load_summaries, pareto_front, render_markdown, write_report
+from ortgate.record.result import InterleavedResult, SpeedCheckResult, VariantResult
+from ortgate.report.crossmachine import (
+    build_report,
+    fastest_text,
+    load_summaries,
+    pareto_front,
+    render_html,
+    render_markdown,
+    separated,
+    speed_of,
+    write_report,
+)
 from records import make_run
 
 SUITE = Path(__file__).resolve().parents[1] / "benchmarks"
@@ -53,17 +63,29 @@ def test_matrix_has_one_column_per_machine_with_the_measured_values(two_machines
         rows = {r["variant"]: r for r in json.loads(path.read_text())["variants"]}
         for vid, row in rows.items():
             cell = report.cell(vid, machine.id)
+            if row.get("same_graph_as"):
+                assert cell.same_as == row["same_graph_as"]
+                continue
             assert cell.accuracy == row["accuracy"] and cell.median_samples_per_s == row["samples_per_s"]
-            assert cell.median_ratio == row["speed_ratio"]
-        passing = [r for r in rows.values() if r["gate"] in ("pass", "baseline")]
-        best = max(passing, key=lambda r: r["samples_per_s"])["variant"]
-        assert [v for v in report.variants if report.cell(v, machine.id).best] == [best]
+            check = row.get("speed_check") or {}
+            expected = (row["interleaved"]["end-to-end"]["ratio"] if "end-to-end" in row.get("interleaved", {})
+                        else check["ratio"] if check.get("reference") == "pytorch" and vid != "pytorch"
+                        else 1.0 if vid == "pytorch" else row["speed_ratio"])
+            assert cell.median_ratio == pytest.approx(expected)
+        best = [v for v in report.variants if report.cell(v, machine.id).best]
+        verdict = report.fastest[machine.id]
+        assert best == ([verdict.best] if verdict.best else []) and (verdict.best is None) == bool(verdict.tied)
+        for v in best:  # a ★ only where its interval lies above every other passing variant's
+            others = [c for o in report.variants if o != v and (c := report.cell(o, machine.id))
+                      and not c.same_as and c.gate in ("pass", "baseline") and c.speeds]
+            assert all(separated(report.cell(v, machine.id), c) for c in others)
 
 
 def test_markdown_html_and_plots_are_written(two_machines, tmp_path):
     outputs = write_report(list(two_machines), tmp_path / "report")
     markdown = outputs["markdown"].read_text()
-    assert "`fabricated01`" in markdown and "| O99-dynamic-int8-arm64 | arm64 |" in markdown and "★" in markdown
+    assert "`fabricated01`" in markdown and "| O99-dynamic-int8-arm64 | arm64 |" in markdown
+    assert "★" in markdown or "indistinguishable here" in markdown
     page = outputs["html"].read_text()
     assert page.count("data:image/png;base64,") == 2 and "fabricated" in page
     for name in ("accuracy_vs_speed", "speed_by_preset"):
@@ -93,7 +115,8 @@ def test_lost_accuracy_is_flagged_and_best_needs_a_passing_gate(tmp_path):
     def doc(mid, int8_accuracy, gate):
         return make_run([
             VariantResult("pytorch", accuracy=0.80, gate="baseline", samples_per_s=50, speed_ratio=1.0),
-            VariantResult("int8", isa="avx512", accuracy=int8_accuracy, gate=gate, samples_per_s=200, speed_ratio=4.0),
+            VariantResult("int8", isa="avx512", accuracy=int8_accuracy, gate=gate, samples_per_s=200, speed_ratio=4.0,
+                          interleaved=interleaved(4.0, 3.5, 4.5)),
         ], cpu=mid).to_dict()
     paths = []
     for name, d in (("a", doc("a", 0.80, "pass")), ("b", doc("b", 0.70, "FAIL")), ("c", doc("c", 0.795, "pass"))):
@@ -126,3 +149,95 @@ def test_bad_inputs_are_named(tmp_path):
     (tmp_path / "x.json").write_text(json.dumps(make_run([], machine={"id": "x"}).to_dict()))
     with pytest.raises(OrtgateError, match="no machine fingerprint"):
         build_report(load_summaries([tmp_path / "x.json"]))
+
+
+ARM, AVX512, VNNI = "O99-dynamic-int8-arm64", "O99-dynamic-int8-avx512", "O99-dynamic-int8-avx512_vnni"
+
+
+def interleaved(ratio: float, low: float, high: float, reference: str = "pytorch") -> dict:
+    return {"end-to-end": InterleavedResult(reference, (0.5, 0.5, 0.5), ratio, (low, high), 0.95)}
+
+
+def base() -> VariantResult:
+    return VariantResult("pytorch", accuracy=0.80, gate="baseline", samples_per_s=50, speed_ratio=1.0)
+
+
+def int8(vid: str, ratio: float | None = None, low: float = 0, high: float = 0, **kw) -> VariantResult:
+    speed = {"interleaved": interleaved(ratio, low, high), "speed_ratio": ratio} if ratio else {}
+    return VariantResult(vid, isa=vid.rsplit("-", 1)[1], accuracy=0.80, gate="pass", samples_per_s=200,
+                         **{**speed, **kw})
+
+
+def report_of(tmp_path: Path, *runs) -> object:
+    paths = []
+    for i, run in enumerate(runs):
+        paths.append(tmp_path / f"run{i}.json")
+        paths[-1].write_text(json.dumps(run.to_dict()))
+    return build_report(load_summaries(paths))
+
+
+def test_identical_graphs_are_shown_once(tmp_path):
+    """The issue's case: two runs on one machine, three byte-identical graphs; one run's record names the
+    duplicates (`same_graph_as`), the other's only gives equal graph digests and times each of them."""
+    g = {"sha256": "ab" * 32, "nodes": 10}
+    first = make_run([base(), int8(ARM, 6.32, 5.9, 6.8, graph=g),
+                      int8(AVX512, 6.32, 5.9, 6.8, graph=g, same_graph_as=ARM),
+                      int8(VNNI, 6.32, 5.9, 6.8, graph=g, same_graph_as=ARM)])
+    second = make_run([base(), int8(ARM, 4.7, 4.3, 5.1, graph=g), int8(AVX512, 4.58, 4.2, 5.0, graph=g),
+                       int8(VNNI, 4.6, 4.2, 5.0, graph=g)])
+    report = report_of(tmp_path, first, second)
+    assert report.cell(AVX512, "epyc").same_as == ARM and report.cell(VNNI, "epyc").same_as == ARM
+    arm = report.cell(ARM, "epyc")
+    assert [s.ratio for s in arm.speeds] == [6.32, 4.7, 4.58, 4.6] and arm.interval == (4.2, 6.8)
+    markdown = render_markdown(report)
+    assert f"| {AVX512} | avx512 | = {ARM} |" in markdown and f"| {VNNI} | avx512_vnni | = {ARM} |" in markdown
+    assert "6.32x" not in markdown and "4.58x" not in markdown and f"{ARM} 4.65x [4.20, 6.80]" in markdown
+    # Against the baseline alone, the one graph is separated: ★ on the graph, not on one of its names.
+    assert arm.best and report.fastest["epyc"].best == ARM and report.fastest["epyc"].runner_up == "pytorch"
+    assert f"= {ARM}" in render_html(report, [])
+
+
+def test_overlapping_intervals_are_indistinguishable_not_starred(tmp_path):
+    report = report_of(tmp_path, make_run([base(), int8(ARM, 6.3, 5.0, 7.0), int8(AVX512, 4.6, 4.0, 5.2),
+                                           int8("int8-avx2", 2.0, 1.8, 2.2)]))
+    assert not any(report.cell(v, "epyc").best for v in report.variants)
+    verdict = report.fastest["epyc"]
+    assert verdict.best is None and verdict.tied == [ARM, AVX512]
+    assert report.cell(ARM, "epyc").tied == [AVX512] and not report.cell("int8-avx2", "epyc").tied
+    text = fastest_text(report, "epyc")
+    assert text.startswith("indistinguishable here: ") and ARM in text and AVX512 in text and "avx2" not in text
+    markdown, page = render_markdown(report), render_html(report, [])
+    table = markdown.split("| variant |", 1)[1]  # past the legend
+    assert "★" not in table and "faster than" not in table and "indistinguishable here" in table
+    assert "★" not in page.split("</p>", 1)[1] and "indistinguishable here" in page
+
+
+def test_separated_intervals_get_the_star(tmp_path):
+    report = report_of(tmp_path, make_run([base(), int8(ARM, 6.3, 5.6, 7.0), int8(AVX512, 4.6, 4.0, 5.2)]))
+    assert report.cell(ARM, "epyc").best and not report.cell(AVX512, "epyc").best
+    assert report.fastest["epyc"].best == ARM and report.fastest["epyc"].runner_up == AVX512
+    markdown = render_markdown(report)
+    assert "★ 0.8000 · 200.0/s · 6.30x [5.60, 7.00]" in markdown
+    assert f"★ {ARM} 6.30x [5.60, 7.00]: faster than every other passing variant here" in markdown
+    assert "indistinguishable" not in markdown.split("| variant |", 1)[1] and 'class="best"' in render_html(report, [])
+
+
+def test_a_cell_without_an_interval_is_not_separable(tmp_path):
+    """The speed check's interval stands in when it is to the baseline; a ratio to another reference, or
+    one from two medians, has none and cannot be told apart from anything."""
+    check_to_onnx = SpeedCheckResult("onnx", 1.5, (1.4, 1.6), True)
+    check_to_base = SpeedCheckResult("pytorch", 6.0, (5.5, 6.5), True)
+    assert speed_of(int8(ARM, speed_ratio=2.0, speed_check=check_to_onnx), "pytorch").interval is None
+    assert speed_of(int8(ARM, speed_ratio=5.9, speed_check=check_to_base), "pytorch").interval == (5.5, 6.5)
+    report = report_of(tmp_path, make_run([base(), int8(ARM, speed_ratio=5.9, speed_check=check_to_base),
+                                           int8(AVX512, speed_ratio=2.0, speed_check=check_to_onnx)]))
+    assert report.cell(AVX512, "epyc").interval is None and "2.00x (no interval)" in render_markdown(report)
+    assert report.fastest["epyc"].tied == [ARM, AVX512] and not report.cell(ARM, "epyc").best
+
+
+def test_runs_of_one_machine_that_disagree_are_not_separated(tmp_path):
+    """Each run alone separates ARM from AVX512, in opposite directions: merged, the spans overlap."""
+    report = report_of(tmp_path, make_run([base(), int8(ARM, 6.3, 5.6, 7.0), int8(AVX512, 4.6, 4.0, 5.2)]),
+                       make_run([base(), int8(ARM, 4.0, 3.6, 4.4), int8(AVX512, 6.0, 5.5, 6.5)]))
+    assert report.machines[0].runs == 2 and report.cell(ARM, "epyc").interval == (3.6, 7.0)
+    assert report.fastest["epyc"].best is None and set(report.fastest["epyc"].tied) == {ARM, AVX512}

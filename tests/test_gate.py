@@ -1,8 +1,12 @@
+from types import SimpleNamespace
+
+import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from ortgate.errors import ConfigError
+from ortgate.measure.metrics import f1_score_fast
 from ortgate.measure.speed import SameRunRatio
 from ortgate.spec.thresholds import (
     SpeedFloor,
@@ -12,6 +16,7 @@ from ortgate.spec.thresholds import (
     parse_tolerance_table,
     speed_floor_for,
 )
+from ortgate.verdict.checks import AccuracyGates
 from ortgate.verdict.gate import GateResult, SpeedCheck
 
 
@@ -106,6 +111,103 @@ def test_noninferiority_judges_the_upper_bound_of_the_drop():
 def test_gate_mode_is_checked():
     with pytest.raises(ConfigError, match="gate mode"):
         GateResult("accuracy", "x", "b", 0.8, 0.8, Tolerance(1.0), 0, 10, mode="strict")
+
+
+# ---------------------------------------------------------------- inconclusive gates
+
+
+def judged(drop, interval_of_drop, tolerance=1.5, mode="point"):
+    """A gate of a given drop whose confidence interval of the drop is `interval_of_drop` (all in pp)."""
+    low, high = interval_of_drop
+    return GateResult("accuracy", "int8", "pytorch", 0.80, 0.80 - drop / 100, Tolerance(tolerance), 30, 372,
+                      mode=mode, interval=(-high / 100, -low / 100))
+
+
+def test_a_drop_the_rows_cannot_tell_from_the_tolerance_is_inconclusive_either_way():
+    # The DistilBERT case: -1.6pp on 372 rows, McNemar p = 0.33; with other rows it reads -1.2pp and passes.
+    fails, passes = judged(1.6, (-0.9, 4.1)), judged(1.2, (-1.3, 3.7))
+    assert not fails.passed and passes.passed  # what the point gate alone says
+    assert fails.inconclusive and passes.inconclusive
+    assert fails.outcome == passes.outcome == "inconclusive"
+    assert [fails.action(policy) for policy in ("warn", "fail", "pass")] == ["warn", "fail", "pass"]
+    assert judged(-0.5, (-4.0, 3.0)).outcome == "inconclusive"  # a gain on too few rows shows nothing either
+
+
+@pytest.mark.parametrize("mode", ["point", "noninferiority"])
+def test_a_clear_pass_and_a_clear_fail_are_unchanged(mode):
+    clear_pass, clear_fail = judged(0.3, (-0.4, 1.2), mode=mode), judged(3.0, (1.8, 4.2), mode=mode)
+    assert (clear_pass.outcome, clear_fail.outcome) == ("pass", "FAIL")
+    for policy in ("warn", "fail", "pass"):
+        assert (clear_pass.action(policy), clear_fail.action(policy)) == ("pass", "fail")
+
+
+def test_a_drop_told_from_none_keeps_the_modes_verdict():
+    """The interval excludes 0 (a real drop) and straddles the tolerance: the mode judges its size, as before."""
+    assert judged(1.2, (0.3, 2.1)).outcome == "pass"
+    assert judged(1.8, (0.6, 3.0)).outcome == "FAIL"
+    assert judged(1.2, (0.3, 2.1), mode="noninferiority").outcome == "FAIL"
+
+
+@given(low=st.floats(-5, 5), width=st.floats(0, 8), where=st.floats(0, 1), tol=st.floats(0, 3),
+       mode=st.sampled_from(["point", "noninferiority"]))
+def test_inconclusive_exactly_when_the_interval_holds_no_drop_and_more_than_allowed(low, width, where, tol, mode):
+    gate = judged(low + where * width, (low, low + width), tolerance=tol, mode=mode)  # the estimate in its interval
+    d_low, d_high = (x * 100 for x in gate.drop_interval)
+    if abs(d_high - tol) > 1e-6:  # away from a float tie with the tolerance
+        assert gate.inconclusive == (d_low <= 0 and d_high > tol)
+    if d_high < tol - 1e-6:  # the whole interval within the tolerance: a clear pass in both modes
+        assert gate.outcome == "pass" and gate.action("fail") == "pass"
+    if d_low > tol + 1e-6:  # the whole interval beyond it: a clear fail
+        assert gate.outcome == "FAIL" and gate.action("pass") == "fail"
+    if mode == "noninferiority":  # treated as a failure, an inconclusive gate is the non-inferiority verdict
+        assert (gate.action("fail") == "pass") == gate.passed
+    assert (gate.action("fail") == "pass") == (gate.passed and not gate.inconclusive)
+    assert (gate.action("pass") == "fail") == (not gate.passed and not gate.inconclusive)
+
+
+def test_an_unknown_policy_is_a_config_error():
+    with pytest.raises(ConfigError, match="inconclusive"):
+        judged(1.6, (-0.9, 4.1)).action("maybe")
+
+
+def rows_372(baseline_only=20, variant_only=14):
+    """372 rows labelled 1: 300 both right, 38 both wrong, and the discordant ones."""
+    labels = np.ones(372, dtype=int)
+    rest = 372 - 300 - baseline_only - variant_only
+    base = np.array([1] * 300 + [0] * rest + [1] * baseline_only + [0] * variant_only)
+    var = np.array([1] * 300 + [0] * rest + [0] * baseline_only + [1] * variant_only)
+    return labels, base, var
+
+
+def accuracy_gates(labels, predictions, tolerance="1.5pp"):
+    def evaluation(p):
+        metrics = SimpleNamespace(accuracy=float(np.mean(p == labels)), f1=f1_score_fast(labels, p, 2))
+        return SimpleNamespace(predictions=p, metrics=metrics, logits=np.stack([1 - p, p], axis=1).astype(float))
+
+    evaluator = SimpleNamespace(data=SimpleNamespace(labels=labels), num_labels=2,
+                                evaluate=lambda vid: evaluation(predictions[vid]))
+    return AccuracyGates(evaluator, parse_tolerance_table(tolerance))
+
+
+def test_the_run_gates_carry_what_the_rows_can_detect_and_say_it():
+    labels, base, var = rows_372()  # -1.61pp, 34 discordant rows, McNemar exact p ≈ 0.39
+    gates = accuracy_gates(labels, {"pytorch": base, "int8": var})
+    gate = gates.gate("int8", "accuracy")
+    assert gate.outcome == "inconclusive" and gate.mcnemar_p > 0.3
+    assert 0.03 < gate.min_detectable_drop < 0.06  # about 4.4pp at 80% power
+    assert 2500 < gate.rows_needed < 4500  # to detect a 1.5pp drop among 9% discordant rows
+    message = gate.message
+    low, high = (x * 100 for x in gate.drop_interval)
+    for part in ("INCONCLUSIVE", "a drop of 1.61pp", f"interval [{low:+.2f}, {high:+.2f}]pp", "tolerance of 1.5pp",
+                 f"drop of {gate.min_detectable_drop * 100:.2f}pp or more (80% power at 95% confidence)",
+                 f"{gate.rows_needed:,} rows would detect one of 1.50pp"):
+        assert part in message
+    assert gates.gate("int8", "f1").rows_needed == gate.rows_needed  # the paired accuracy figures
+    # Ten times the rows with the same shares: the drop is told from none, and judged as a drop beyond 1.5pp.
+    many = [np.tile(x, 10) for x in rows_372()]
+    big = accuracy_gates(many[0], {"pytorch": many[1], "int8": many[2]}).gate("int8", "accuracy")
+    assert big.min_detectable_drop < gate.min_detectable_drop and big.rows_needed == gate.rows_needed
+    assert big.drop_interval[0] > 0 and big.drop_interval[1] > 0.015 and big.outcome == "FAIL"
 
 
 def test_speed_floors_parse_and_match():

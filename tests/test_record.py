@@ -91,3 +91,20 @@ def test_ci_keeps_main_baselines_under_the_schema_version():
     """A baseline saved under another schema version would be refused by `ortgate compare`: CI keys it."""
     workflow = (Path(__file__).resolve().parents[1] / ".github" / "workflows" / "ortgate.yml").read_text()
     assert workflow.count(f"ortgate-baseline-main-schema{SCHEMA_VERSION}-") == 3
+
+
+def test_an_inconclusive_gate_and_what_its_rows_detect_are_recorded_and_shown():
+    paired = PairedResult(n=372, both_right=300, baseline_only=20, variant_only=14, both_wrong=38,
+                          differing_predictions=34, difference=-6 / 372, interval=(-0.047, 0.0149), confidence=0.95,
+                          mcnemar_p_exact=0.392, mcnemar_p_mid=0.311)
+    int8 = VariantResult("int8", accuracy=0.8441, f1=0.9155, gate="inconclusive", gate_mode="point", paired=paired,
+                         f1_interval=(-0.0265, 0.0081), accuracy_delta_pp=-1.61, f1_delta_pp=-0.94,
+                         min_detectable_drop_pp=4.38, rows_needed=3186,
+                         logit_differences={"max": 1.0, "mean": 0.1, "p99": 0.5})
+    run = make_run([VariantResult("pytorch", accuracy=0.8602, f1=0.9249, gate="baseline"), int8])
+    back = RunResult.from_dict(json.loads(json.dumps(run.to_dict())))
+    assert back == run and back.variant("int8").rows_needed == 3186
+    markdown = render_markdown(run)
+    assert "| inconclusive |" in markdown and "| 4.38 / 3,186 |" in markdown
+    assert "Inconclusive: the rows cannot tell the drop from the tolerance" in markdown
+    assert "Inconclusive:" not in render_markdown(full_run())  # said only where a gate is

@@ -4,12 +4,17 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ortgate.measure.stats import (
-    compare_normalized_times,
+    PairedComparison,
+    compare_run_ratios,
     distribution,
+    holm,
     logit_differences,
+    minimum_detectable_drop,
     paired_bootstrap_interval,
     paired_comparison,
-    speed_ratio_interval,
+    paired_power,
+    paired_ratio_interval,
+    rows_needed,
 )
 
 
@@ -99,30 +104,120 @@ def test_logit_differences_and_bootstrap_interval():
     assert low < -25 / 245 < high < 0
 
 
+def simulated_power(drop, discordant_rate, n, reps=2000, seed=0, confidence=0.95):
+    """Share of seeded simulated runs of `n` paired rows (a true drop `drop`, discordant proportion at least
+    `drop`) in which the gate's own interval of the difference lies wholly below zero: the drop is detected."""
+    psi = max(discordant_rate, drop)
+    cells = np.random.default_rng(seed).multinomial(n, [(psi + drop) / 2, (psi - drop) / 2, 1 - psi], size=reps)
+    detected = [PairedComparison(n, int(n - b - c), int(b), int(c), 0, int(b + c), confidence).interval[1] < 0
+                for b, c, _ in cells]
+    return float(np.mean(detected))
+
+
+def test_rows_needed_reproduces_connors_worked_example():
+    # p10 = 0.45, p01 = 0.05 (a difference of 0.4, discordant 0.5), two-sided α = 0.05, 80% power: 23 pairs.
+    assert rows_needed(0.4, 0.5, confidence=0.95, power=0.8) == 23
+    assert paired_power(0.4, 0.5, 23) == pytest.approx(0.8, abs=0.02)
+
+
+@pytest.mark.parametrize("discordant_rate, n", [(0.08, 372), (0.05, 3000), (0.3, 200)])
+def test_the_minimum_detectable_drop_is_detected_four_times_in_five(discordant_rate, n):
+    """At the figure the formula gives, simulated runs detect the drop with about 80% power."""
+    drop = minimum_detectable_drop(discordant_rate, n)
+    assert paired_power(drop, discordant_rate, n) == pytest.approx(0.8, abs=1e-6)
+    assert simulated_power(drop, discordant_rate, n) == pytest.approx(0.8, abs=0.05)
+
+
+def test_the_rows_needed_detect_the_tolerance_four_times_in_five():
+    n = rows_needed(0.015, 0.04)
+    assert 1000 < n < 2000  # a 1.5pp drop among 4% discordant rows
+    assert simulated_power(0.015, 0.04, n, seed=1) == pytest.approx(0.8, abs=0.05)
+    assert simulated_power(0.015, 0.04, n // 3, seed=2) < 0.5  # a third of them: far too few
+
+
+def test_no_discordant_row_gives_the_conservative_one_sided_figure():
+    """ψ = 0: judged as if every discordant row went against the variant, ≈ (z_{.975} + z_{.8})² / n."""
+    drop = minimum_detectable_drop(0.0, 372)
+    assert drop == pytest.approx((1.96 + 0.8416) ** 2 / 372, rel=0.05)
+    assert simulated_power(drop, 0.0, 372, seed=3) >= 0.8  # conservative: at least the power stated
+    assert rows_needed(0.015, 0.0) == pytest.approx((1.96 + 0.8416) ** 2 / 0.015, rel=0.05)
+
+
+@given(st.floats(0.0, 0.5), st.integers(10, 100_000))
+def test_rows_needed_inverts_the_minimum_detectable_drop(discordant_rate, n):
+    drop = minimum_detectable_drop(discordant_rate, n)
+    assert 0 < drop <= 1
+    assert n - 1 <= rows_needed(drop, discordant_rate) <= n + 1
+    assert minimum_detectable_drop(discordant_rate, 4 * n) < drop  # more rows detect a smaller drop
+    assert minimum_detectable_drop(min(1.0, discordant_rate + 0.1), n) >= drop  # more flips, noisier
+
+
+def test_power_edge_cases():
+    assert rows_needed(0.0, 0.1) is None  # no number of rows detects a drop of zero
+    assert minimum_detectable_drop(0.1, 3) == 1.0  # three rows detect nothing
+    assert minimum_detectable_drop(0.1, 400, confidence=0.99) > minimum_detectable_drop(0.1, 400, confidence=0.9)
+    assert paired_power(1.0, 1.0, 10) == 1.0
+    with pytest.raises(ValueError):
+        paired_power(0.0, 0.1, 100)
+
+
 # ---------------------------------------------------------------- speed
 
 
-def test_speed_ratio_interval_contains_the_ratio():
-    ratio, low, high = speed_ratio_interval([2.0, 2.1, 1.9, 2.0, 2.2], [1.0, 1.05, 0.95, 1.0, 1.1])
-    assert ratio == pytest.approx(2.0) and low <= ratio <= high
+def test_paired_ratio_interval_contains_the_ratio_and_pairs_cancel_drift():
+    drift = np.linspace(1.0, 3.0, 15)  # the machine slows threefold during the run, both alike
+    wobble = 1 + np.random.default_rng(0).normal(0, 0.01, 15)
+    ratio, low, high = paired_ratio_interval(2.0 * drift, drift * wobble)
+    assert ratio == pytest.approx(2.0, rel=0.02) and low <= ratio <= high and high / low < 1.05
 
 
-@given(st.lists(st.floats(0.5, 2.0), min_size=3, max_size=15))
-def test_same_data_is_never_a_regression(times):
-    result = compare_normalized_times(times, list(times))
-    assert result.verdict == "no change" and result.effect == pytest.approx(0.0)
+def test_paired_ratio_interval_coverage_is_near_nominal():
+    """Seeded synthetic runs of 12 cycles with a known ratio: the 95% interval covers it about 95% of the time."""
+    rng = np.random.default_rng(1)
+    covered = 0
+    for _ in range(200):
+        machine = np.exp(rng.normal(0, 0.2, 12))  # cycle-to-cycle noise shared by both (cancels)
+        reference = 2.0 * machine * np.exp(rng.normal(0, 0.05, 12))
+        variant = machine * np.exp(rng.normal(0, 0.05, 12))
+        _, low, high = paired_ratio_interval(reference, variant, resamples=500)
+        covered += low <= 2.0 <= high
+    assert 0.88 <= covered / 200 <= 0.99
 
 
-@given(st.lists(st.floats(0.9, 1.1), min_size=8, max_size=20), st.floats(1.3, 3.0))
-def test_a_large_uniform_slowdown_is_a_regression_and_the_reverse_an_improvement(times, factor):
-    slower = [t * factor for t in times]
-    assert compare_normalized_times(times, slower).verdict == "regression"
-    assert compare_normalized_times(slower, times).verdict == "improvement"
+def test_few_pairs_give_their_range():
+    assert paired_ratio_interval([2.0, 2.2], [1.0, 1.0]) == (pytest.approx(4.4 ** 0.5), 2.0, 2.2)
 
 
-def test_tiny_samples_and_ties():
-    assert compare_normalized_times([1.0, 1.0], [2.0, 2.0]).verdict == "insufficient evidence"
-    assert compare_normalized_times([1.0] * 5, [1.0] * 5).verdict == "no change"
-    # A big but noisy change on few rounds: not enough evidence either way.
-    noisy = compare_normalized_times([1.0, 3.0, 1.0], [1.1, 3.3, 1.2], min_effect=0.05)
-    assert noisy.verdict == "insufficient evidence"
+def simulated_runs(reps, m, n, effect, sd, seed):
+    rng = np.random.default_rng(seed)
+    for _ in range(reps):
+        yield rng.normal(0, sd, m), rng.normal(-np.log1p(effect), sd, n)
+
+
+@pytest.mark.parametrize("m, n", [(3, 3), (2, 4), (6, 6)])
+def test_run_level_interval_coverage_and_false_alarms_are_nominal(m, n):
+    """Runs as the unit, seeded normal log ratios: the 95% interval covers the true change ~95% of the time,
+    and an A/A comparison calls the variant slower (one-sided p < 0.05) ~5% of the time."""
+    results = [compare_run_ratios(x, y, run_noise=0.05) for x, y in simulated_runs(1000, m, n, 0.10, 0.04, m * n)]
+    coverage = np.mean([r.interval[0] <= 0.10 <= r.interval[1] for r in results])
+    assert 0.93 <= coverage <= 0.97  # ±3 standard errors of 1,000 draws around 0.95
+    aa = [compare_run_ratios(x, y, run_noise=0.05) for x, y in simulated_runs(1000, m, n, 0.0, 0.04, 7)]
+    assert 0.03 <= np.mean([r.p_slower < 0.05 for r in aa]) <= 0.07
+
+
+def test_one_run_a_side_assumes_the_run_noise():
+    result = compare_run_ratios([np.log(2.0)], [np.log(2.0 / 1.2)], run_noise=0.05)
+    assert not result.estimated and result.run_sd == 0.05 and result.effect == pytest.approx(0.2)
+    assert result.p_slower < 0.01 and result.interval[0] > 0
+
+
+def test_runs_needed_grows_with_the_spread_and_shrinks_with_the_gap():
+    noisy = compare_run_ratios([0.0, 0.1, -0.1], [0.0, 0.1, -0.1], run_noise=0.05)
+    quiet = compare_run_ratios([0.0, 0.01, -0.01], [0.0, 0.01, -0.01], run_noise=0.05)
+    assert noisy.runs_needed(0.05, 0.05) > quiet.runs_needed(0.05, 0.05) >= 2
+
+
+def test_holm_matches_the_step_down_procedure():
+    assert holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])
+    assert holm([]) == []

@@ -12,7 +12,13 @@ from ortgate.cache import Cache
 from ortgate.sources.models import load_model_source
 from ortgate.spec.matrix import full
 from ortgate.spec.variants import Export, Optimize, Quantize, VariantSet, VariantSpec
-from ortgate.verdict.structure import StructureRecords, compare_structure, rule_problems
+from ortgate.verdict.structure import (
+    StructureRecords,
+    compare_structure,
+    cpu_independent_expectation,
+    layout_rewritten_nodes,
+    rule_problems,
+)
 from tiny import sentences
 
 TEXTS, _ = sentences(20, seed=3)
@@ -103,21 +109,74 @@ def test_only_operators_the_quantizer_handles_in_its_mode_are_held_to_the_rule()
 def test_a_removed_fusion_fails_against_the_recorded_structure(graphs, tmp_path):
     records = StructureRecords(tmp_path, "tiny model")
     versions = {"onnxruntime": "1.32.0", "optimum": "2.1.0"}
-    problems, _, what = records.check("O2", graphs["O2"][0], "hash-a", versions, update=False)
+    problems, _, what, _ = records.check("O2", graphs["O2"][0], "hash-a", versions, update=False)
     assert problems == [] and what.startswith("recorded as the expected structure")
     doc = json.loads((tmp_path / "tiny_model.json").read_text())
     assert doc["variants"]["O2"]["structure"]["fused_operators"]["Attention"] == 2
     # The same variant, built again without its attention fusion (as an upgrade that lost it would):
-    problems, _, what = records.check("O2", graphs["O2-no-attention"][0], "hash-a", versions, update=False)
+    problems, _, what, _ = records.check("O2", graphs["O2-no-attention"][0], "hash-a", versions, update=False)
     assert "lost fusion Attention: 2 → 0 nodes" in problems
     assert "compared with the structure recorded" in what and "onnxruntime 1.32.0" in what
     assert "--ortgate-update-structure" in problems[-1]
-    problems, _, _ = records.check("O2", graphs["O2-no-skip-ln"][0], "hash-b", versions, update=False)
+    problems, _, _, _ = records.check("O2", graphs["O2-no-skip-ln"][0], "hash-b", versions, update=False)
     assert any("lost fusion SkipLayerNormalization" in p for p in problems)
     assert "definition changed since it was recorded" in problems[-1]
     # Recording again accepts the new structure.
     assert records.check("O2", graphs["O2-no-attention"][0], "hash-a", versions, update=True)[0] == []
     assert records.check("O2", graphs["O2-no-attention"][0], "hash-a", versions, update=False)[0] == []
+
+
+VERSIONS = {"onnxruntime": "1.32.0", "optimum": "2.1.0"}
+
+
+def test_a_cpu_without_a_record_is_held_to_what_the_other_cpus_recorded(graphs, tmp_path):
+    """Level-99 records are kept per CPU; on a CPU seen for the first time, the other CPUs' records still
+    catch a lost fusion, and the result says what they could not check."""
+    records = StructureRecords(tmp_path, "tiny model")
+    assert records.check("O2@cpu-a", graphs["O2"][0], "hash-a", VERSIONS, False, other_cpus_of="O2@").problems == []
+    # This CPU's graph lost its attention fusion, as a library upgrade that dropped it would build it:
+    lost = records.check("O2@cpu-b", graphs["O2-no-attention"][0], "hash-a", VERSIONS, False, other_cpus_of="O2@")
+    assert lost.problems[0] == "lost fusion Attention: 2 → 0 nodes"
+    assert lost.record.startswith("no structure recorded for this CPU: compared with what the structures recorded "
+                                  "for 1 other CPU(s) (cpu-a; latest recorded ")
+    assert lost.unchecked[0].startswith("node count and file size (level 99's layout transforms")
+    assert not any(n.startswith("nodes ") for n in lost.notes)  # the node count is not compared across CPUs
+    assert "O2@cpu-b" not in json.loads(records.path.read_text())["variants"]  # a failing graph is not recorded
+    # The intact graph passes, is recorded for this CPU, and says what was not checked; from then on this CPU
+    # is compared with its own record, in full.
+    ok = records.check("O2@cpu-b", graphs["O2"][0], "hash-a", VERSIONS, False, other_cpus_of="O2@")
+    assert ok.problems == [] and ok.unchecked == lost.unchecked
+    assert ok.record.endswith(f"recorded as the expected structure for this CPU (cpu-b) in {records.path}")
+    again = records.check("O2@cpu-b", graphs["O2-no-attention"][0], "hash-a", VERSIONS, False, other_cpus_of="O2@")
+    assert again.record.startswith("compared with the structure recorded") and again.unchecked == ()
+    assert "lost fusion Attention: 2 → 0 nodes" in again.problems and "nodes 2" not in again.notes
+
+
+def test_what_the_recorded_cpus_disagree_on_or_layout_transforms_rewrite_is_not_checked(graphs):
+    o2, no_attention, int8 = graphs["O2"][0], graphs["O2-no-attention"][0], graphs["O2-int8"][0]
+    assert layout_rewritten_nodes(graphs["onnx"][0]) == 0  # a BERT has no convolution: nothing is laid out per CPU
+    # Two recorded CPUs that disagree on Attention: it is not checked, SkipLayerNormalization still is.
+    unfused = no_attention  # as if cpu-b's ONNX Runtime did not fuse attention
+    expected, unchecked = cpu_independent_expectation({"cpu-a": o2, "cpu-b": unfused}, no_attention, 0)
+    assert compare_structure(expected, no_attention)[0] == []
+    assert "fusion Attention (the recorded CPUs differ: cpu-a 2, cpu-b 0)" in unchecked
+    assert any(u.startswith("MatMuls with fp32 weights (the recorded CPUs differ") for u in unchecked)
+    skip_ln = o2["fused_operators"]["SkipLayerNormalization"]
+    no_skip_ln = {**o2, "fused_operators": {k: v for k, v in o2["fused_operators"].items()
+                                            if k != "SkipLayerNormalization"}}
+    expected, _ = cpu_independent_expectation({"cpu-a": o2, "cpu-b": unfused}, no_skip_ln, 0)
+    assert compare_structure(expected, no_skip_ln)[0] == [f"lost fusion SkipLayerNormalization: {skip_ln} → 0 nodes"]
+    # A model with convolutions: their fusions and the quantized counts depend on the CPU (NCHWc, NHWC), the
+    # attention fusion does not.
+    with_conv = {**int8, "fused_operators": {**int8["fused_operators"], "FusedConv": 3}}
+    fewer = {**int8, "quantized_nodes": {**int8["quantized_nodes"], "dynamic": 1}}
+    expected, unchecked = cpu_independent_expectation({"cpu-a": with_conv}, fewer, 0)
+    assert len(compare_structure(expected, fewer)[0]) == 2  # lost FusedConv, fewer quantized nodes
+    expected, unchecked = cpu_independent_expectation({"cpu-a": with_conv}, fewer, 4)
+    assert compare_structure(expected, fewer)[0] == []
+    assert "the export has 4 convolution or pooling nodes" in unchecked[1]
+    lost = compare_structure(expected, {**fewer, "fused_operators": {}})[0]  # every fusion lost
+    assert lost == [f"lost fusion {op}: {n} → 0 nodes" for op, n in int8["fused_operators"].items()] and lost
 
 
 def test_fewer_quantized_nodes_fail_and_gains_are_only_noted(graphs):

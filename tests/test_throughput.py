@@ -1,6 +1,6 @@
 import pytest
 
-from ortgate.measure.throughput import interleaved_round_times, speed_from_round_times, workload
+from ortgate.measure.throughput import RoundRobin, interleaved_round_times, speed_from_round_times, workload
 
 
 def test_speed_from_round_times_uses_the_median_round():
@@ -19,6 +19,21 @@ def test_interleaving_alternates_abba_and_returns_one_time_per_round():
     times_a, times_b = interleaved_round_times(a, b, rounds=4, warmup=1, min_round_seconds=0)
     assert len(times_a) == len(times_b) == 4
     assert "".join(calls) == "ab" + "ab" + "ba" + "ab" + "ba"  # warm-up, then ABBA-style rounds
+
+
+def test_round_robin_rotates_the_order_so_each_graph_takes_every_position():
+    calls = []
+    robin = RoundRobin({name: [lambda n=name: calls.append(n)] for name in "abc"}, warmup=1)
+    robin()  # warm-up (untimed) first, then cycle 0
+    assert "".join(calls) == "abc" + "abc"
+    times = robin.run(6)
+    cycles = "".join(calls)[3:]
+    assert [cycles[i:i + 3] for i in range(0, 18, 3)] == ["abc", "acb", "cab", "cba", "bca", "bac"]
+    assert robin.cycles == 6 and all(len(t) == 6 for t in times.values())
+    for name in "abc":  # every position, first to last, twice
+        assert sorted(c.index(name) for c in [cycles[i:i + 3] for i in range(0, 18, 3)]) == [0, 0, 1, 1, 2, 2]
+    with pytest.raises(ValueError, match="same number of chunks"):
+        RoundRobin({"a": [print], "b": [print, print]})
 
 
 def test_workloads_call_the_predictor_once_per_text():

@@ -8,6 +8,8 @@ import json
 import sys
 from pathlib import Path
 
+from ortgate.ab import ab_command
+from ortgate.ab import add_parser as add_ab_parser
 from ortgate.errors import OrtgateError
 from ortgate.spec.options import OPTIONS, add_cli_options
 from ortgate.spec.parsers import cache_dir_or_default
@@ -37,18 +39,35 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("cpu", help="print this machine's CPU fingerprint as JSON")
     summary = commands.add_parser("summary", help="print a summary.json written by a run as a table")
     summary.add_argument("path", type=Path)
-    compare = commands.add_parser("compare", help="compare two saved runs (pytest-benchmark JSON); "
-                                  "exit 1 on a regression")
-    compare.add_argument("old", type=Path)
-    compare.add_argument("new", type=Path)
-    compare.add_argument("--alpha", type=float, default=0.05, help="significance level (default 0.05)")
+    compare = commands.add_parser("compare", help="compare saved runs (pytest-benchmark JSON or summary.json), "
+                                  "one or more a side; exit 1 on a regression, 2 on an error")
+    compare.add_argument("runs", type=Path, nargs="*", help="OLD NEW (one run a side); or use --old/--new")
+    compare.add_argument("--old", type=Path, nargs="+", default=[], help="the old side's runs (globs expanded "
+                         "by the shell)")
+    compare.add_argument("--new", type=Path, nargs="+", default=[], help="the new side's runs")
+    compare.add_argument("--alpha", type=float, default=0.05,
+                         help="family-wise error of the job over all rows, Holm (default 0.05)")
     compare.add_argument("--min-effect", type=float, default=0.05,
-                         help="smallest speed change that counts (0.05 = 5%%)")
+                         help="smallest speed change that counts (0.05 = 5%%); no change means within it")
+    compare.add_argument("--run-noise", type=float, default=None,
+                         help="sd of one run's log speed ratio between runs, assumed with one run a side "
+                         "(default: the README's measurement)")
     add_cli_options(compare, ["tolerance", "cross_machine"])  # raw: a str or None, True or None
     compare.add_argument("--markdown", type=Path, help="also write the table here (e.g. $GITHUB_STEP_SUMMARY)")
+    calibrate = commands.add_parser("calibrate", help="A/A false failures and detection of a real slowdown of "
+                                    "`ortgate compare`, on saved runs of one unchanged build "
+                                    "(benchmarks/calibrate_compare.py makes them)")
+    calibrate.add_argument("runs", type=Path, nargs="+", help="saved runs (pytest-benchmark JSON or summary.json)")
+    calibrate.add_argument("--variant", default="O99", help="the variant to slow down (default O99)")
+    calibrate.add_argument("--twin", default="O99-no-attention", help="its slower twin, timed in the same runs")
+    calibrate.add_argument("--per-side", type=int, nargs="+", default=[1, 2, 3], help="runs a side (1 2 3)")
+    calibrate.add_argument("--splits", type=int, default=200, help="random splits per setting (200)")
+    calibrate.add_argument("--json", type=Path, help="write the figures here")
+    calibrate.add_argument("--markdown", type=Path, help="write the table here")
     report = commands.add_parser("report", help="cross-machine report (Markdown, HTML, PNG) from summary.json files")
     report.add_argument("results", type=Path, nargs="+", help="summary.json files, one or more per machine")
     report.add_argument("--out", type=Path, default=Path("ortgate-report"), help="output folder")
+    add_ab_parser(commands)
     return parser
 
 
@@ -60,18 +79,11 @@ def main(argv: list[str] | None = None) -> int:
 
             print(ensure_builtin_model(builtin_model(args.model).name, _cache_dir(args.cache_dir), log=print))
         elif args.command == "compare":
-            from ortgate.report.compare import compare_runs, load_run, render_markdown
-            from ortgate.spec.thresholds import parse_tolerance_table
-
-            rows = compare_runs(load_run(args.old), load_run(args.new), alpha=args.alpha,
-                                min_effect=args.min_effect, tolerance=parse_tolerance_table(args.tolerance),
-                                cross_machine=args.cross_machine)
-            text = render_markdown(rows, args.old.name, args.new.name)
-            print(text)
-            if args.markdown:
-                with open(args.markdown, "a") as handle:
-                    handle.write(text)
-            return 1 if any(r.verdict == "regression" for r in rows) else 0
+            return _compare_command(args)
+        elif args.command == "ab":
+            return ab_command(args)
+        elif args.command == "calibrate":
+            return _calibrate_command(args)
         elif args.command == "report":
             from ortgate.report.crossmachine import write_report
 
@@ -93,6 +105,47 @@ def main(argv: list[str] | None = None) -> int:
     except OrtgateError as exc:
         print(f"ortgate: {exc}", file=sys.stderr)
         return 2
+    return 0
+
+
+def _compare_command(args) -> int:
+    from ortgate.report.compare import DEFAULT_RUN_NOISE, compare_runs, load_run, render_markdown
+    from ortgate.spec.thresholds import parse_tolerance_table
+
+    if args.runs and (args.old or args.new):
+        raise OrtgateError("give either OLD NEW or --old ... --new ..., not both")
+    old, new = ([args.runs[0]], [args.runs[1]]) if len(args.runs) == 2 else (args.old, args.new)
+    if args.runs and len(args.runs) != 2 or not old or not new:
+        raise OrtgateError("compare takes OLD NEW, or --old RUN [RUN ...] --new RUN [RUN ...]")
+    for name, value, low, high in (("--alpha", args.alpha, 0, 0.5), ("--min-effect", args.min_effect, 0, 1)):
+        if not low < value < high:
+            raise OrtgateError(f"{name} must lie between {low} and {high}, got {value}")
+    rows = compare_runs([load_run(p) for p in old], [load_run(p) for p in new], alpha=args.alpha,
+                        min_effect=args.min_effect, tolerance=parse_tolerance_table(args.tolerance),
+                        cross_machine=args.cross_machine,
+                        run_noise=args.run_noise if args.run_noise is not None else DEFAULT_RUN_NOISE)
+    names = [", ".join(p.name for p in side) for side in (old, new)]
+    text = render_markdown(rows, *names, alpha=args.alpha, min_effect=args.min_effect)
+    print(text)
+    if args.markdown:
+        with open(args.markdown, "a") as handle:
+            handle.write(text)
+    return 1 if any(r.verdict == "regression" for r in rows) else 0
+
+
+def _calibrate_command(args) -> int:
+    from ortgate.files import atomic_write_text
+    from ortgate.report.calibration import calibrate, render_markdown
+    from ortgate.report.compare import load_run
+
+    runs = [load_run(p) for p in args.runs]
+    results = [calibrate(runs, args.variant, args.twin, n, args.splits) for n in args.per_side]
+    text = render_markdown(results)
+    print(text)
+    if args.markdown:
+        atomic_write_text(args.markdown, text)
+    if args.json:
+        atomic_write_text(args.json, json.dumps([r.as_dict() for r in results], indent=2))
     return 0
 
 

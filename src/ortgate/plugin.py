@@ -46,6 +46,8 @@ def pytest_configure(config: pytest.Config) -> None:
     except OrtgateError as exc:
         raise pytest.UsageError(f"ortgate: {exc}") from None
     config.stash[SETTINGS_KEY] = settings
+    config.addinivalue_line("markers", "ortgate_interleaved: a test that drives the run's round-robin cycles; it "
+                            "runs before the tests that read them (speed floors)")
     # pytest-benchmark writes --benchmark-json at the very end and fails then if the folder is missing.
     json_path = config.getoption("benchmark_json", None)
     if json_path:
@@ -94,6 +96,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         return callspec.params.get("ortgate_repeat", 0) if callspec else 0
 
     items.sort(key=repeat_of)
+    # The round-robin cycles are timed by their own benchmark; tests that read them (floors) come after it.
+    items.sort(key=lambda item: item.get_closest_marker("ortgate_interleaved") is None)
     # Build only what the remaining tests use (after -k and deselection), all before the first measurement.
     if SESSION_KEY in config.stash:
         used = {item.callspec.params.get(name) for item in items if hasattr(item, "callspec")
@@ -132,18 +136,31 @@ def ortgate(pytestconfig: pytest.Config) -> RunSession:
 
 def _built_variant_id(request: pytest.FixtureRequest, session: RunSession) -> str:
     """Build the run's variants (all of them, the first time), then hand out this one, or report why not:
-    a variant that could not be built is an expected failure (its tests fail with --ortgate-strict), one
-    that does not apply here (an fp16 GPU graph on a CPU) is skipped."""
+    a variant that could not be built fails its tests if it is known to build, else is an expected failure
+    (`RunSession.build_failure` decides); one that does not apply here (an fp16 GPU graph on a CPU) is skipped."""
     variant_id = request.param
     try:
         status, reason = session.plan.status(variant_id)
+        verdict = session.build_failure(variant_id) if status is BuildStatus.BUILD_FAILED else None
     except OrtgateError as exc:
         pytest.fail(f"ortgate: {exc}", pytrace=False)
     if status is BuildStatus.NOT_APPLICABLE:
         pytest.skip(f"{variant_id} not applicable: {reason}")
-    if status is BuildStatus.BUILD_FAILED and not session.settings.strict:
-        pytest.xfail(f"{variant_id} build failed: {reason}")
-    return variant_id  # under --ortgate-strict the test itself fails, on the BuildError its first step raises
+    if verdict is not None and verdict.expected:
+        pytest.xfail(verdict.message)
+    return variant_id  # a build failure that is not expected fails each test itself (pytest_runtest_call)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_call(item: pytest.Item) -> None:
+    """A test of a variant that failed to build and is no expected failure (it was known to build, or
+    --ortgate-strict) fails before its body runs, with the message that says why (not a setup error)."""
+    session, args = item.config.stash.get(SESSION_KEY, None), getattr(item, "funcargs", {})
+    for name in ("ortgate_variant", "ortgate_candidate"):
+        variant_id = args.get(name)
+        if session is not None and variant_id is not None \
+                and session.plan.status(variant_id)[0] is BuildStatus.BUILD_FAILED:
+            pytest.fail(session.build_failure(variant_id).message, pytrace=False)
 
 
 @pytest.fixture(scope="session")
@@ -186,6 +203,19 @@ def benchmark_throughput(benchmark, ortgate: RunSession, variant_id: str, mode: 
     return meter.record(variant_id, mode, round_seconds)
 
 
+def benchmark_interleaved(benchmark, ortgate: RunSession, mode: str) -> dict[str, list[float]]:
+    """Drive the run's round-robin cycles of one mode with pytest-benchmark's fixture (one round = one cycle:
+    every variant and the baseline once, in turn), so the saved benchmark shows what a cycle costs; the
+    per-variant times of each cycle go to the run's `SpeedMeter` (the record, `ortgate compare`)."""
+    s, meter = ortgate.settings, ortgate.meter
+    robin = meter.round_robin(mode)
+    benchmark.group = f"round-robin {mode}"
+    benchmark.extra_info.update({"mode": mode, "graphs": list(robin.workloads), "threads": s.threads,
+                                 "samples_per_graph": len(meter.texts)})
+    benchmark.pedantic(robin, rounds=s.cycles, warmup_rounds=0, iterations=1)  # a disabled benchmark runs one
+    return meter.interleaved(mode)
+
+
 def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: dict) -> None:
     # Saved baselines carry the CPU fingerprint, so a comparison can tell which machine made them.
     machine_info["ortgate_cpu"] = machine_fingerprint()
@@ -226,7 +256,17 @@ def pytest_benchmark_update_json(config: pytest.Config, benchmarks, output_json:
         output_json["ortgate"] = result.to_dict(with_predictions=True)
 
 
+NATIVE_COMPARE_NOTE = (
+    "ortgate: --benchmark-compare-fail compares this process's raw times with a saved run's. On a shared machine "
+    "the same build moves 15-30% between runs (README, Comparing runs), so a native threshold tells only a "
+    "slowdown larger than that, and a pass or a failure below it may be the machine. For verdicts that cancel the "
+    "machine, save runs with --benchmark-json and use `ortgate compare --old RUN... --new RUN...` (ratios to a "
+    "reference timed in the same round-robin cycles, runs as the unit).")
+
+
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    if config.getoption("benchmark_compare_fail", None):
+        terminalreporter.write_line(NATIVE_COMPARE_NOTE, yellow=True)
     try:
         result = _final_result(config)
         if result is None:

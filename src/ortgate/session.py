@@ -23,6 +23,7 @@ from ortgate.errors import ModelError, OrtgateError
 from ortgate.measure.evaluation import Evaluator
 from ortgate.measure.speed import SpeedMeter
 from ortgate.record.collect import RunStages, collect_result
+from ortgate.record.known_good import known_good_from_run_record
 from ortgate.record.result import RunResult
 from ortgate.sources.data import EvalData, load_eval_data
 from ortgate.sources.default_model import BUILTIN_PREFIX, BuiltinModel, builtin_model, ensure_builtin_model
@@ -30,6 +31,7 @@ from ortgate.sources.models import ModelSource, load_model_source, load_tokenize
 from ortgate.spec.settings import Settings
 from ortgate.spec.variants import VariantSet
 from ortgate.verdict.checks import AccuracyGates, SpeedFloors
+from ortgate.verdict.known_good import BuildVerdict, KnownGood, build_failure_verdict, known_good_from_structures
 from ortgate.verdict.structure import StructureRecords
 from ortgate.verdict.structure_checks import StructureChecks
 
@@ -118,7 +120,7 @@ class RunSession:
     def prepare(self) -> None:
         """Resolve the model and the data, and check that the tokenizer reads them: done once, before any test
         runs, so a model or data problem stops the run with one message instead of failing every test."""
-        _ = self.model, self.data, self.truncation
+        _ = self.model, self.data, self.truncation, self.known_good_run
 
     # ------------------------------------------------------------ stages
 
@@ -146,7 +148,7 @@ class RunSession:
     def meter(self) -> SpeedMeter:
         s = self.settings
         return SpeedMeter(self.plan, self.data.texts[: s.bench_samples], s.bench_rounds, s.warmup_rounds,
-                          s.confidence)
+                          s.confidence, s.cycles, self.log)
 
     @cached_property
     def floors(self) -> SpeedFloors:
@@ -158,6 +160,26 @@ class RunSession:
         name = self.builtin.structure_name if self.builtin is not None else s.model
         return StructureChecks(self.plan, StructureRecords(s.structure_dir, name), self.model.model_type,
                                s.int8_min_weight_share, s.update_structure)
+
+    @cached_property
+    def known_good_run(self) -> KnownGood:
+        """The variants built in the run --ortgate-known-good names (read in `prepare`: an unreadable file stops
+        the run before any test)."""
+        path = self.settings.known_good
+        return known_good_from_run_record(path) if path is not None else KnownGood()
+
+    @cached_property
+    def known_good(self) -> KnownGood:
+        """Where each variant was seen to build: this model's expected structure, and the --ortgate-known-good run."""
+        records = self.structures.records
+        return known_good_from_structures(records.load(), str(records.path), self.variants) + self.known_good_run
+
+    def build_failure(self, variant_id: str) -> BuildVerdict:
+        """Whether a variant that failed to build fails its tests (known to build, or strict) or is an expected
+        failure, and the message that says why."""
+        _, reason = self.plan.status(variant_id)
+        return build_failure_verdict(variant_id, reason, self.plan.failed_step(variant_id), self.known_good,
+                                     self.settings.strict)
 
     @property
     def stages(self) -> RunStages | None:

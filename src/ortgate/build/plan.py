@@ -18,7 +18,7 @@ from ortgate.build.runtime import OnnxPredictor, Predictor, TorchPredictor
 from ortgate.errors import BuildError
 from ortgate.sources.inputs import describe_inputs
 from ortgate.sources.models import ModelSource
-from ortgate.spec.variants import BASELINE_ID, Optimize, Quantize, VariantSet
+from ortgate.spec.variants import BASELINE_ID, Optimize, Quantize, VariantSet, describe_step
 
 Log = Callable[[str], None]
 GPU_PROVIDERS = ("CUDAExecutionProvider", "ROCMExecutionProvider", "TensorrtExecutionProvider",
@@ -44,6 +44,18 @@ def not_applicable_reason(variants: VariantSet, variant_id: str, explicit_ids: f
                         f"has no GPU execution provider ({', '.join(providers)}); name the variant in "
                         "--ortgate-variants to build it anyway")
     return None
+
+
+@dataclass(frozen=True)
+class FailedStep:
+    """Where a variant's build broke: the step of the variant itself, or of the ancestor whose own step failed."""
+
+    variant_id: str
+    step: str  # the step's kind and fields, e.g. "optimize (level=99, no_attention_mask=True)"
+    error: str  # the error's first line
+
+    def __str__(self) -> str:
+        return f"the {self.step} step of {self.variant_id}"
 
 
 @dataclass
@@ -102,6 +114,16 @@ class BuildPlan:
             return None, None
         failure = self.builder.failures.get(variant_id)
         return self.builder.status(variant_id), failure.reason if failure else None
+
+    def failed_step(self, variant_id: str) -> FailedStep | None:
+        """The first step of the variant's chain that failed to build (None: none did)."""
+        self.build_all()
+        for spec in self.variants.chain(variant_id):
+            if spec.step is not None and self.builder.status(spec.id) is BuildStatus.BUILD_FAILED:
+                fields = describe_step(spec.step)
+                step = spec.step.kind + (f" ({fields})" if fields != spec.step.kind else "")
+                return FailedStep(spec.id, step, self.builder.failures[spec.id].reason)
+        return None
 
     def built(self, variant_id: str) -> BuiltVariant | None:
         """The variant's build (None for the baseline); raises BuildError if it could not be built."""

@@ -18,6 +18,7 @@ from ortgate.record.result import (
     MODEL_ONLY,
     SPEED_MODE,
     HarnessResult,
+    InterleavedResult,
     MeasureSettings,
     ModelInfo,
     PairedResult,
@@ -46,7 +47,8 @@ class RunStages:
 
     @property
     def has_results(self) -> bool:
-        return bool(self.evaluator.evaluations or self.meter.speeds or self.floors.checks
+        return bool(self.evaluator.evaluations or self.meter.speeds or self.meter.interleaved_seconds
+                    or self.floors.checks
                     or self.meter.harness_checks or self.structures.checks
                     or (self.plan.done and self.plan.builder.failures))
 
@@ -70,8 +72,11 @@ def _accuracy_fields(stages: RunStages, vid: str) -> dict:
     if vid == BASELINE_ID:
         return {**out, "gate": "baseline"}
     gates = [stages.gates.gate(vid, metric) for metric in GATED_METRICS]
-    return {**out, "gate": "pass" if all(g.passed for g in gates) else "FAIL", "gate_mode": stages.gates.mode,
+    outcomes = {g.outcome for g in gates}  # a failure outweighs an inconclusive gate, which outweighs a pass
+    gate = next(o for o in ("FAIL", "inconclusive", "pass") if o in outcomes)
+    return {**out, "gate": gate, "gate_mode": stages.gates.mode,
             "paired": PairedResult(**stages.gates.paired(vid).as_dict()), "f1_interval": gates[1].interval,
+            "min_detectable_drop_pp": gates[0].min_detectable_drop * 100, "rows_needed": gates[0].rows_needed,
             "logit_differences": stages.gates.logit_differences(vid)}
 
 
@@ -101,6 +106,20 @@ def _speed_fields(stages: RunStages, vid: str, original: str | None, repeat: int
               if (vid, m) in meter.round_seconds}
     if rounds:
         out["round_seconds"] = rounds
+    interleaved = _interleaved(meter, vid)
+    if interleaved:
+        out["interleaved"] = interleaved
+    return out
+
+
+def _interleaved(meter: SpeedMeter, vid: str) -> dict[str, InterleavedResult]:
+    """The variant's cycles of each round-robin mode (its same-graph original's), with its ratio to the baseline."""
+    out = {}
+    for mode, times in meter.interleaved_seconds.items():
+        source = meter.measured_as(vid)
+        if source in times:
+            r = meter.same_run_ratio(vid, BASELINE_ID, mode)
+            out[mode] = InterleavedResult(BASELINE_ID, tuple(times[source]), r.ratio, r.interval, r.confidence)
     return out
 
 
@@ -126,7 +145,8 @@ def _build_fields(stages: RunStages, vid: str, model: ModelSource) -> dict:
            "operators_quantized": built.metadata.get("operators_quantized")}
     structure = stages.structures.checks.get(vid)
     if structure is not None:
-        out["structure"] = StructureResult(structure.passed, structure.problems, structure.notes, structure.record)
+        out["structure"] = StructureResult(structure.passed, structure.problems, structure.notes, structure.record,
+                                           structure.unchecked)
     return out
 
 
@@ -162,7 +182,8 @@ def collect_result(stages: RunStages, *, settings, model: ModelSource, data: Eva
         data=data.source,
         truncation=truncation,
         settings=MeasureSettings(s.threads, max_length, s.eval_batch_size, s.bench_samples, s.bench_rounds,
-                                 s.warmup_rounds, s.repeat),
+                                 s.warmup_rounds, s.repeat,
+                                 cycles=s.cycles if stages.meter.interleaved_seconds else None),
         variants=rows,
         baseline=BASELINE_ID,
         best=best_variant(rows),

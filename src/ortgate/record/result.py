@@ -16,7 +16,7 @@ from pathlib import Path
 from ortgate.errors import OrtgateError
 
 SCHEMA = "ortgate-run"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: interleaved round-robin speeds (VariantResult.interleaved)
 SPEED_MODE = "end-to-end"  # the reference measured pipelines, tokenization included
 MODEL_ONLY = "model-only"
 
@@ -42,6 +42,10 @@ def _build(cls, data: dict, where: str):
             if not isinstance(item, list):
                 raise RecordError(f"{where}.{name} must be a list, got {type(item).__name__}")
             values[name] = [_build(nested, x, f"{where}.{name}[{i}]") for i, x in enumerate(item)]
+        elif name in getattr(cls, "_DICTS", ()):
+            if not isinstance(item, dict):
+                raise RecordError(f"{where}.{name} must be an object, got {type(item).__name__}")
+            values[name] = {k: _build(nested, x, f"{where}.{name}.{k}") for k, x in item.items()}
         else:
             values[name] = _build(nested, item, f"{where}.{name}")
     try:
@@ -103,12 +107,31 @@ class SpeedCheckResult(_Record):
 
 
 @dataclass(frozen=True)
+class InterleavedResult(_Record):
+    """One mode's round-robin measurement of this run: every variant and the baseline timed in turn, cycle
+    after cycle, so noise that comes and goes hits all of them alike.
+
+    `cycle_seconds[c]` is the variant's time for one pass over the benchmark texts in cycle c (the same c of
+    every variant of the run ran within seconds of each other); `ratio` is its speed ratio to the reference:
+    the trimmed mean over cycles of log(reference's time / variant's time) in the same cycle
+    (`stats.cycle_log_ratio`), exponentiated, with a bootstrap interval over the cycles."""
+
+    reference: str
+    cycle_seconds: tuple[float, ...]
+    ratio: float
+    interval: tuple[float, float]
+    confidence: float
+    _TUPLES = ("cycle_seconds", "interval")
+
+
+@dataclass(frozen=True)
 class StructureResult(_Record):
     passed: bool
     problems: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
     record: str = ""
-    _TUPLES = ("problems", "notes")
+    unchecked: tuple[str, ...] = ()  # on a CPU without a record of its own: the expectations not checked, and why
+    _TUPLES = ("problems", "notes", "unchecked")
 
 
 @dataclass(frozen=True)
@@ -133,7 +156,8 @@ class VariantResult(_Record):
     build_seconds: float | None = None
     cache_hit: bool | None = None
     same_graph_as: str | None = None  # byte-identical model.onnx: evaluation and speed are that variant's
-    # gate: "pass" | "FAIL" | "baseline" | "build failed" | "not applicable"
+    # gate: "pass" | "FAIL" | "inconclusive" | "baseline" | "build failed" | "not applicable"; inconclusive: the
+    # rows cannot tell the accuracy or F1 drop from the tolerance (`GateResult.inconclusive`) and neither failed
     gate: str | None = None
     gate_mode: str | None = None
     accuracy: float | None = None
@@ -146,6 +170,10 @@ class VariantResult(_Record):
     f1_delta_pp: float | None = None
     paired: PairedResult | None = None
     f1_interval: tuple[float, float] | None = None
+    # What these rows can detect (paired accuracy, 80% power, the run's confidence): the smallest drop, and the
+    # rows a drop of the allowed size would need (None: a tolerance of 0, which no number of rows shows)
+    min_detectable_drop_pp: float | None = None
+    rows_needed: int | None = None
     logit_differences: dict[str, float] | None = None
     samples_per_s: float | None = None  # end to end, the median repeat
     latency_ms: float | None = None
@@ -156,11 +184,14 @@ class VariantResult(_Record):
     model_only_samples_per_s: float | None = None
     model_only_speed_ratio: float | None = None
     round_seconds: dict[str, list[float]] | None = None  # mode -> every timed round, all repeats
+    interleaved: dict[str, InterleavedResult] | None = None  # mode -> round-robin cycles (what compare tests)
     size_mb: float | None = None
     graph: dict | None = None  # build.graph.graph_summary
     operators_quantized: list[str] | None = None
     structure: StructureResult | None = None
-    _NESTED = {"paired": PairedResult, "speed_check": SpeedCheckResult, "structure": StructureResult}
+    _NESTED = {"paired": PairedResult, "speed_check": SpeedCheckResult, "structure": StructureResult,
+               "interleaved": InterleavedResult}
+    _DICTS = ("interleaved",)
     _TUPLES = ("f1_interval",)
 
     @property
@@ -191,6 +222,7 @@ class MeasureSettings:
     warmup_rounds: int
     repeat: int
     speed_mode: str = SPEED_MODE
+    cycles: int | None = None  # round-robin cycles per mode (None: the run measured none)
 
 
 @dataclass(frozen=True)

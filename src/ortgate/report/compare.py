@@ -1,26 +1,52 @@
-"""Compare a run with a saved one, by their run records (the `ortgate` section of a pytest-benchmark JSON
-written by the suite, or a summary.json): regression, improvement, no change, or insufficient evidence,
-for speed and accuracy.
+"""Compare runs with saved ones, by their run records (the `ortgate` section of a pytest-benchmark JSON written
+by the suite, or a summary.json): regression, improvement, no change, or insufficient evidence, for speed and
+accuracy, over one or more runs a side.
 
-Speed: each variant's round times are divided by the median round time of the same run's baseline
-(same mode), so a slower machine or a busier day alone cancels; the two runs' normalized times then
-go through a Mann–Whitney U test together with a minimum effect (default 5%). Accuracy: the drop of
-each variant's accuracy from the saved run, against its tolerance (a per-variant table, as in the suite),
-with McNemar's test on the same rows when both records hold their predictions (benchmark JSON does).
+Speed: the run is the unit. Each run measured every variant and the baseline in interleaved round-robin
+cycles; a variant's figure in a run is the 20% trimmed mean over cycles of the log of its reference's time
+over its own in the same cycle: noise that comes and goes within a run hits both sides of each ratio, and a
+slower machine alone cancels. The reference of an ONNX graph is the plain export (`onnx`), timed by the same
+runtime with the same thread pool, so load on the machine hits both alike (PyTorch's OpenMP threads slow down
+far more than ONNX Runtime's under load: measured here, 2-core PyTorch ran 10-20x slower beside other work
+while ONNX Runtime ran 2-3x slower); the export itself is compared with the PyTorch baseline, which shows a
+change of the runtime as a whole. What a run cannot cancel is its own state (which minute, what ran beside
+it), so the figures of several runs a side are compared with a two-sample t-test on the runs (m + n − 2
+degrees of freedom, each row's own spread between runs); with one run a side the spread cannot be estimated
+and an assumed run-to-run noise (`run_noise`, measured on saved runs of one build, README) stands in for it.
+
+Verdicts: a regression (improvement) needs its one-sided p-value, Holm-adjusted over every row of the
+comparison, below α, and an estimated change of at least `min_effect`; so the job's exit code keeps the
+family-wise error over all rows at α. "no change" needs the (1 − 2α) interval within ±`min_effect`
+(equivalence, TOST). Anything else is "insufficient evidence", with the runs a side that would likely settle
+it. Accuracy: each variant's drop from the old run against its tolerance, with McNemar's exact test on the same
+rows (in the same Holm family) when both records hold their predictions (benchmark JSON does).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from ortgate.errors import OrtgateError
-from ortgate.measure.stats import compare_normalized_times, paired_comparison
+from ortgate.measure.stats import (
+    RunLevelComparison,
+    compare_run_ratios,
+    cycle_log_ratio,
+    holm,
+    paired_comparison,
+)
 from ortgate.record.result import MODEL_ONLY, SPEED_MODE, RunResult, read_run_record
 from ortgate.spec.thresholds import ToleranceTable
-from ortgate.spec.variants import BASELINE_ID
+from ortgate.spec.variants import BASELINE_ID, EXPORT_ID
+
+# The sd of one run's figure (a variant's log speed ratio to its reference, round-robin) between runs of one build,
+# assumed when a side has a single run: the largest row's spread (dynamic-int8 model-only) over 8 saved runs of
+# the default matrix at 24 cycles on this project's machines (README, "Calibrated on saved runs").
+DEFAULT_RUN_NOISE = 0.055
 
 
 @dataclass(frozen=True)
@@ -28,12 +54,14 @@ class CompareRow:
     kind: str  # "speed" or "accuracy"
     variant: str
     mode: str
-    old: float
+    old: float  # speed: the speed ratio to the reference (geometric mean over runs); accuracy: the accuracy
     new: float
-    change: float  # speed: relative change of normalized time (+ = slower); accuracy: new − old
-    p_value: float | None
+    change: float  # speed: relative change of the time against the baseline (+ = slower); accuracy: new − old
+    p_value: float | None  # Holm-adjusted, for the direction the verdict looks at
     verdict: str
     note: str = ""
+    interval: tuple[float, float] | None = None  # speed: of `change`, at the comparison's confidence
+    reference: str = ""  # speed: what the variant's time is divided by
 
 
 def load_run(path: Path) -> RunResult:
@@ -41,67 +69,130 @@ def load_run(path: Path) -> RunResult:
     return read_run_record(path)
 
 
-def _round_times(run: RunResult) -> dict[tuple[str, str], list[float]]:
-    return {(v.variant, mode): list(times) for v in run.variants for mode, times in (v.round_seconds or {}).items()
-            if mode in (SPEED_MODE, MODEL_ONLY)}
+def reference_for(variant: str) -> str:
+    """What a variant's time is divided by in a comparison: the plain export for an ONNX graph, else the baseline."""
+    return BASELINE_ID if variant in (BASELINE_ID, EXPORT_ID) else EXPORT_ID
 
 
-def _normalized(times: dict[tuple[str, str], list[float]]) -> dict[tuple[str, str], np.ndarray]:
+def per_run_log_ratios(run: RunResult) -> dict[tuple[str, str, str], float]:
+    """(variant, mode, reference) -> the log of the variant's speed ratio to its reference in this run: the 20%
+    trimmed mean over the round-robin cycles of log(reference time / variant time), cycle by cycle. A variant
+    whose reference the run did not time is compared with the baseline."""
+    cycles = {(v.variant, mode): np.asarray(r.cycle_seconds, dtype=float) for v in run.variants
+              for mode, r in (v.interleaved or {}).items() if mode in (SPEED_MODE, MODEL_ONLY)}
+    copies = {v.variant for v in run.variants if v.same_graph_as}  # byte-identical graphs: their original's row
     out = {}
-    for (variant, mode), values in times.items():
-        base = times.get((BASELINE_ID, mode))
-        if base:
-            out[(variant, mode)] = np.asarray(values) / float(np.median(base))
+    for (variant, mode), times in cycles.items():
+        if variant == BASELINE_ID or variant in copies:
+            continue
+        name = reference_for(variant) if (reference_for(variant), mode) in cycles else BASELINE_ID
+        reference = cycles.get((name, mode))
+        if reference is not None and len(reference) == len(times) and len(times) and (times > 0).all():
+            out[(variant, mode, name)] = float(cycle_log_ratio(np.log(reference / times)))
     return out
 
 
-def check_machines(old: RunResult, new: RunResult, cross_machine: bool) -> None:
-    old_id, new_id = old.machine_id, new.machine_id
-    if old_id and new_id and old_id != new_id and not cross_machine:
+def check_machines(old: Sequence[RunResult], new: Sequence[RunResult], cross_machine: bool) -> None:
+    runs = [*old, *new]
+    ids = {r.machine_id for r in runs if r.machine_id}
+    if len(ids) > 1 and not cross_machine:
+        cpus = sorted({f"{r.machine.get('model_name', '?')} [{r.machine_id}]" for r in runs if r.machine_id})
         raise OrtgateError(
-            f"the runs come from different CPUs ({old.machine.get('model_name', '?')} [{old_id}] vs "
-            f"{new.machine.get('model_name', '?')} [{new_id}]); speed ratios to each run's own baseline cancel much "
-            "of that, but not ISA effects. Pass --cross-machine to compare anyway."
-        )
+            f"the runs come from different CPUs ({'; '.join(cpus)}); speed ratios to each run's own baseline "
+            "cancel much of that, but not ISA effects. Pass --cross-machine to compare anyway.")
 
 
-def compare_runs(old: RunResult, new: RunResult, *, alpha: float = 0.05, min_effect: float = 0.05,
-                 tolerance: ToleranceTable | None = None, cross_machine: bool = False) -> list[CompareRow]:
+def _as_list(runs: RunResult | Sequence[RunResult]) -> list[RunResult]:
+    return [runs] if isinstance(runs, RunResult) else list(runs)
+
+
+def compare_runs(old: RunResult | Sequence[RunResult], new: RunResult | Sequence[RunResult], *,
+                 alpha: float = 0.05, min_effect: float = 0.05, tolerance: ToleranceTable | None = None,
+                 cross_machine: bool = False, run_noise: float = DEFAULT_RUN_NOISE,
+                 confidence: float | None = None) -> list[CompareRow]:
+    """Rows of speed (per variant and mode) and accuracy (per variant), with Holm-controlled verdicts."""
+    old, new = _as_list(old), _as_list(new)
+    if not old or not new:
+        raise OrtgateError("compare needs at least one run on each side")
     check_machines(old, new, cross_machine)
-    rows = []
-    old_times, new_times = _round_times(old), _round_times(new)
-    old_norm, new_norm = _normalized(old_times), _normalized(new_times)
-    for key in sorted(set(old_times) & set(new_times), key=lambda k: (k[1], k[0])):
-        variant, mode = key
-        if variant == BASELINE_ID:
-            continue
-        if key not in old_norm or key not in new_norm:
-            rows.append(CompareRow("speed", variant, mode, float("nan"), float("nan"), float("nan"), None,
-                                   "insufficient evidence", "a run lacks the baseline to normalize by"))
-            continue
-        result = compare_normalized_times(old_norm[key], new_norm[key], alpha, min_effect)
-        rows.append(CompareRow("speed", variant, mode, float(np.median(old_norm[key])),
-                               float(np.median(new_norm[key])), result.effect, result.p_value, result.verdict,
-                               f"{result.n_old} vs {result.n_new} rounds"))
-    rows += _accuracy_rows(old, new, tolerance or ToleranceTable())
-    if not rows:
-        raise OrtgateError("nothing to compare: the two runs share no variant timed or evaluated in both "
-                           "(did the new run select other variants, or skip its benchmarks?)")
-    old_acc, new_acc = ({v.variant for v in run.variants if v.accuracy is not None} for run in (old, new))
-    missing = [("speed", v, m) for v, m in sorted(set(old_times) - set(new_times)) if v != BASELINE_ID]
+    confidence = confidence if confidence is not None else 1 - alpha
+    old_logs, new_logs = [per_run_log_ratios(r) for r in old], [per_run_log_ratios(r) for r in new]
+    old_keys, new_keys = set().union(*old_logs), set().union(*new_logs)
+    keys = sorted(old_keys & new_keys, key=lambda k: (k[1], k[0]))
+    groups = {key: ([r[key] for r in old_logs if key in r], [r[key] for r in new_logs if key in r]) for key in keys}
+    speed = []
+    for key, (x, y) in groups.items():
+        comparison = compare_run_ratios(x, y, run_noise=run_noise, confidence=confidence, alpha=alpha)
+        speed.append((key, comparison, math.exp(float(np.mean(x))), math.exp(float(np.mean(y)))))
+    accuracy = _accuracy_rows(old[0], new[0], tolerance or ToleranceTable())
+    if not speed and not accuracy:
+        raise OrtgateError("nothing to compare: the runs share no variant timed (interleaved) or evaluated on both "
+                           "sides (did the new runs select other variants, or skip test_interleaved_speed?)")
+    rows = _verdicts(speed, accuracy, alpha, min_effect)
+    old_acc, new_acc = ({v.variant for v in run.variants if v.accuracy is not None} for run in (old[0], new[0]))
+    copies = {v.variant for run in new for v in run.variants if v.same_graph_as}  # timed as their original
+    missing = [("speed", v, m) for v, m in sorted({k[:2] for k in old_keys} - {k[:2] for k in new_keys})
+               if v not in copies]
     missing += [("accuracy", v, "") for v in sorted(old_acc - new_acc)]
     return rows + [_missing(*m) for m in missing]
 
 
+SpeedPair = tuple[tuple[str, str, str], RunLevelComparison, float, float]  # (variant, mode, reference), test, ratios
+
+
+def _verdicts(speed: list[SpeedPair], accuracy: list[tuple[CompareRow, float | None]], alpha: float,
+              min_effect: float) -> list[CompareRow]:
+    """One Holm family for the regression calls of every row (speed and accuracy), one for speed improvements."""
+    worse = [s[1].p_slower for s in speed] + [p for _, p in accuracy if p is not None]
+    worse_adj = holm(worse) if worse else []
+    better_adj = holm([s[1].p_faster for s in speed]) if speed else []
+    rows = []
+    for i, pair in enumerate(speed):
+        rows.append(_speed_row(pair, worse_adj[i], better_adj[i], alpha, min_effect))
+    j = len(speed)
+    for row, p in accuracy:
+        if p is None:
+            rows.append(row)
+            continue
+        adjusted, j = worse_adj[j], j + 1
+        verdict = row.verdict
+        if verdict == "regression" and adjusted >= alpha:
+            verdict = "insufficient evidence"
+        rows.append(replace(row, p_value=adjusted, verdict=verdict))
+    return rows
+
+
+def _speed_row(pair: SpeedPair, p_worse: float, p_better: float, alpha: float, min_effect: float) -> CompareRow:
+    (variant, mode, reference), c, old_ratio, new_ratio = pair
+    runs = f"{c.n_old} vs {c.n_new} run{'s' if c.n_old + c.n_new > 2 else ''}"
+    spread = (f"run sd {c.run_sd:.1%}" if c.estimated else
+              f"1 run a side: run-to-run sd {c.run_sd:.1%} assumed, not measured")
+    if p_worse < alpha and c.effect >= min_effect:
+        verdict, p = "regression", p_worse
+    elif p_better < alpha and c.effect <= -min_effect:
+        verdict, p = "improvement", p_better
+    else:
+        p = min(p_worse, p_better)
+        low, high = c.equivalence
+        verdict = "no change" if -min_effect < low and high < min_effect else "insufficient evidence"
+    note = f"{runs}; {spread}"
+    if verdict == "insufficient evidence":
+        note += f"; ~{c.runs_needed(min_effect, alpha)} runs a side would likely settle it"
+    return CompareRow("speed", variant, mode, old_ratio, new_ratio, c.effect, p, verdict, note, c.interval,
+                      reference)
+
+
 def _missing(kind: str, variant: str, mode: str) -> CompareRow:
-    """A variant the old run measured and the new one did not (a failed build, a dropped variant): a
+    """A variant the old runs measured and the new ones did not (a failed build, a dropped variant): a
     regression, never a silent pass."""
     nan = float("nan")
     return CompareRow(kind, variant, mode, nan, nan, nan, None, "regression",
-                      "missing in the new run: it was measured in the old one")
+                      "missing in the new runs: it was measured in the old ones")
 
 
-def _accuracy_rows(old: RunResult, new: RunResult, tolerances: ToleranceTable) -> list[CompareRow]:
+def _accuracy_rows(old: RunResult, new: RunResult, tolerances: ToleranceTable) -> list[tuple[CompareRow, float | None]]:
+    """Each variant's accuracy in the first run of each side (a graph's predictions do not change between runs);
+    with the McNemar p-value (unadjusted) where both records hold predictions on the same rows."""
     old_acc = {v.variant: v.accuracy for v in old.variants if v.accuracy is not None}
     new_acc = {v.variant: v.accuracy for v in new.variants if v.accuracy is not None}
     same_rows = old.data == new.data and old.labels is not None and old.labels == new.labels
@@ -117,30 +208,53 @@ def _accuracy_rows(old: RunResult, new: RunResult, tolerances: ToleranceTable) -
             paired = paired_comparison(np.asarray(old.labels), np.asarray(old_pred), np.asarray(new_pred))
             p = paired.p_exact
             note += f"; {paired.differing_predictions} predictions changed"
-        rows.append(CompareRow("accuracy", variant, "", a, b, b - a, p, verdict, note))
+        else:
+            note += "; no predictions on the same rows: the point estimate decides"
+        rows.append((CompareRow("accuracy", variant, "", a, b, b - a, p, verdict, note), p))
     return rows
 
 
-def render_markdown(rows: list[CompareRow], old_name: str, new_name: str) -> str:
+def render_markdown(rows: list[CompareRow], old_name: str, new_name: str, *, alpha: float = 0.05,
+                    min_effect: float = 0.05) -> str:
     lines = [f"# ortgate compare: `{new_name}` against `{old_name}`", ""]
     speed = [r for r in rows if r.kind == "speed"]
+    family = sum(1 for r in rows if r.p_value is not None)
     if speed:
-        lines += ["Speed: round times divided by the same run's baseline median; Mann–Whitney U and a minimum "
-                  "effect.", "", "| variant | mode | old (× baseline time) | new | change | p | verdict | note |",
-                  "|---|---|---|---|---|---|---|---|"]
+        lines += [f"Speed: each run's speed ratio to a reference timed in the same round-robin cycles (an ONNX "
+                  f"graph: the plain export; the export: the PyTorch baseline); the run is the unit (pooled t over "
+                  f"runs). Regression/improvement: Holm-adjusted one-sided p < {alpha:g} "
+                  f"over all {family} tested rows (the job's family-wise error ≤ {alpha:g}) and a change of at "
+                  f"least {min_effect:.0%}; no change: the {1 - 2 * alpha:.0%} interval within ±{min_effect:.0%}.",
+                  "", "| variant | mode | reference | old (× reference) | new | change of time | interval | p (Holm) | "
+                  "verdict | note |", "|---|---|---|---|---|---|---|---|---|---|"]
         for r in speed:
-            p = f"{r.p_value:.3g}" if r.p_value is not None and r.p_value == r.p_value else "–"
-            lines.append(f"| {r.variant} | {r.mode} | {r.old:.4f} | {r.new:.4f} | {r.change * 100:+.1f}% | {p} | "
+            lines.append(f"| {r.variant} | {r.mode} | {r.reference or '–'} | {_num(r.old, '.3f')} | "
+                         f"{_num(r.new, '.3f')} | {_pct(r.change)} | {_interval(r.interval)} | {_p(r.p_value)} | "
                          f"**{r.verdict}** | {r.note} |")
     accuracy = [r for r in rows if r.kind == "accuracy"]
     if accuracy:
-        lines += ["", "| variant | old accuracy | new accuracy | change (pp) | McNemar p | verdict | note |",
+        lines += ["", "| variant | old accuracy | new accuracy | change (pp) | McNemar p (Holm) | verdict | note |",
                   "|---|---|---|---|---|---|---|"]
         for r in accuracy:
-            p = f"{r.p_value:.3g}" if r.p_value is not None else "–"
-            lines.append(f"| {r.variant} | {r.old:.4f} | {r.new:.4f} | {r.change * 100:+.2f} | {p} | "
-                         f"**{r.verdict}** | {r.note} |")
+            lines.append(f"| {r.variant} | {_num(r.old, '.4f')} | {_num(r.new, '.4f')} | "
+                         f"{_num(r.change * 100, '+.2f')} | {_p(r.p_value)} | **{r.verdict}** | {r.note} |")
     regressions = [r for r in rows if r.verdict == "regression"]
     lines += ["", f"**{len(regressions)} regression(s)**" + (": " + ", ".join(
         f"{r.variant} {r.mode or r.kind}".strip() for r in regressions) if regressions else "")]
     return "\n".join(lines) + "\n"
+
+
+def _num(value: float, spec: str) -> str:
+    return "–" if value != value else format(value, spec)
+
+
+def _pct(value: float) -> str:
+    return "–" if value != value else f"{value * 100:+.1f}%"
+
+
+def _p(value: float | None) -> str:
+    return "–" if value is None or value != value else f"{value:.3g}"
+
+
+def _interval(interval: tuple[float, float] | None) -> str:
+    return "–" if interval is None else f"[{interval[0] * 100:+.1f}%, {interval[1] * 100:+.1f}%]"

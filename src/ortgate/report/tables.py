@@ -48,6 +48,8 @@ def _cells(row: VariantResult, columns=COLUMNS) -> list[str]:
     quantized = " ".join(f"{k.replace('_', ' ')} {v}" for k, v in q.items() if v and k != "dequantized_weights")
     nodes = f"{graph['nodes']} ({graph['nodes_vs_export']:+d})" if "nodes_vs_export" in graph else graph.get("nodes")
     verdict = ("pass" if row.structure.passed else "FAIL") if row.structure else None
+    if verdict and row.structure.unchecked:
+        verdict += " (partial)"  # a CPU without a record of its own: the Graphs section says what was not checked
     gate = row.gate
     if row.build_error:
         gate = f"{row.build}: {row.build_error[:80]}"
@@ -112,6 +114,8 @@ def _graphs(result: RunResult) -> list[str]:
         q = g.get("quantized_nodes", {})
         st = r.structure
         verdict = "" if not st else ("pass" if st.passed else "FAIL: " + "; ".join(st.problems))
+        if st and st.unchecked:
+            verdict += "; not checked on this CPU: " + "; ".join(st.unchecked)
         lines.append(
             f"| {r.variant} | {g['nodes']} | {g.get('nodes_vs_export', 0):+d} | "
             f"{', '.join(f'{k}×{v}' for k, v in g['fused_operators'].items()) or '–'} | "
@@ -130,8 +134,9 @@ def _paired(result: RunResult) -> list[str]:
     conf = f"{paired[0].paired.confidence:.0%}"
     lines = ["", f"## Paired comparison with the baseline (same rows; gate mode: {paired[0].gate_mode})", "",
              f"| variant | differing | baseline-only right | variant-only right | McNemar p (exact / mid) | "
-             f"accuracy Δ, {conf} CI (pp) | F1 Δ, {conf} CI (pp) | max / mean / p99 \\|Δlogit\\| |",
-             "|---|---|---|---|---|---|---|---|"]
+             f"accuracy Δ, {conf} CI (pp) | F1 Δ, {conf} CI (pp) | detectable drop (pp) / rows for the tolerance | "
+             "max / mean / p99 \\|Δlogit\\| |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in paired:
         p = r.paired
         acc_low, acc_high = (x * 100 for x in p.interval)
@@ -141,15 +146,43 @@ def _paired(result: RunResult) -> list[str]:
             f"| {r.variant} | {p.differing_predictions} | {p.baseline_only} | {p.variant_only} | "
             f"{p.mcnemar_p_exact:.3g} / {p.mcnemar_p_mid:.3g} | "
             f"{p.difference * 100:+.2f} [{acc_low:+.2f}, {acc_high:+.2f}] | {r.f1_delta_pp:+.2f} "
-            f"[{f1_low:+.2f}, {f1_high:+.2f}] | {logit['max']:.3f} / {logit['mean']:.4f} / {logit['p99']:.4f} |")
+            f"[{f1_low:+.2f}, {f1_high:+.2f}] | {_power(r)} | "
+            f"{logit['max']:.3f} / {logit['mean']:.4f} / {logit['p99']:.4f} |")
+    if any(r.gate == "inconclusive" for r in paired):
+        lines += ["", "Inconclusive: the rows cannot tell the drop from the tolerance (its interval holds both no "
+                  "drop and more than the allowed drop). Detectable drop: the smallest these rows detect with 80% "
+                  "power (paired, McNemar; Connor 1987); rows: what a drop of the tolerance would need."]
+    return lines
+
+
+def _power(row: VariantResult) -> str:
+    """`4.38 / 3,186`: the smallest drop these rows detect, and the rows the tolerance would need."""
+    if row.min_detectable_drop_pp is None:
+        return "–"
+    return f"{row.min_detectable_drop_pp:.2f} / " + (f"{row.rows_needed:,}" if row.rows_needed is not None else "–")
+
+
+def _interleaved(result: RunResult) -> list[str]:
+    """Each graph's speed ratio to the baseline from the round-robin cycles, per mode, with its interval."""
+    rows = [r for r in result.variants if r.interleaved and not r.same_graph_as and r.variant != result.baseline]
+    if not rows:
+        return []
+    modes = sorted({m for r in rows for m in r.interleaved})
+    lines = ["", f"## Same-run speed, round-robin ({result.settings.cycles} cycles: every graph in turn, cycle after "
+             f"cycle), ratio to {result.baseline}", "", "| variant | " + " | ".join(modes) + " |",
+             "|---" * (len(modes) + 1) + "|"]
+    for r in rows:
+        cells = [f"{x.ratio:.2f}x [{x.interval[0]:.2f}, {x.interval[1]:.2f}]" if (x := r.interleaved.get(m)) else "–"
+                 for m in modes]
+        lines.append(f"| {r.variant} | " + " | ".join(cells) + " |")
     return lines
 
 
 def _speeds(result: RunResult) -> list[str]:
-    lines = []
+    lines = _interleaved(result)
     checked = [r for r in result.variants if r.speed_check]
     if checked:
-        lines += ["", "## Same-run speed ratios (interleaved rounds, end to end)", "",
+        lines += ["", "## Speed floors (same-run ratios from the round-robin cycles, end to end)", "",
                   "| variant | reference | ratio | CI | floor | verdict |", "|---|---|---|---|---|---|"]
         for r in checked:
             c = r.speed_check

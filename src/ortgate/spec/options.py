@@ -16,7 +16,13 @@ from typing import Literal
 
 from ortgate.spec import parsers as p
 from ortgate.spec.matrix import PRESET_NAMES
-from ortgate.spec.thresholds import DEFAULT_TOLERANCE, GATE_MODES, SpeedFloor, ToleranceTable
+from ortgate.spec.thresholds import (
+    DEFAULT_TOLERANCE,
+    GATE_MODES,
+    INCONCLUSIVE_POLICIES,
+    SpeedFloor,
+    ToleranceTable,
+)
 
 
 @dataclass(frozen=True)
@@ -64,8 +70,14 @@ OPTIONS: tuple[Option, ...] = (
     Option("matrix", p.path, None, "TOML file of user variants ([variants.<id>] with parent and optimize = {...} or "
            "quantize = {...}), added to the preset; pyproject's [tool.ortgate.variants.<id>] works the same way",
            type=Path | None, default_text="none", under_root=True),
-    Option("strict", p.boolean, False, "a variant that cannot be built fails its tests", kind="flag", type=bool,
-           default_text="off: its tests are reported as expected failures"),
+    Option("strict", p.boolean, False, "every variant that cannot be built fails its tests, even one never seen "
+           "to build", kind="flag", type=bool, default_text="off: a variant known to build (recorded in the "
+           "expected structure, or built in the --ortgate-known-good run) that fails to build fails its tests; "
+           "one never seen to build is an expected failure"),
+    Option("known_good", p.path, None, "a saved run (summary.json or pytest-benchmark JSON written by the suite) "
+           "whose built variants are known to build: one of them that now fails to build fails its tests",
+           type=Path | None, default_text="none: only the expected structure says what built before",
+           under_root=True),
     Option("build_jobs", p.at_least(1), 1, "build independent variants in this many worker processes", type=int),
     # Gates
     Option("structure_dir", p.path, "ortgate-structure", "where the expected graph structure of each model's "
@@ -79,6 +91,9 @@ OPTIONS: tuple[Option, ...] = (
            "2% (relative), per variant with id=value, e.g. 1pp,static-int8=3pp", type=ToleranceTable),
     Option("gate_mode", p.one_of(GATE_MODES), "point", "point: the estimated drop must be within tolerance; "
            "noninferiority: the upper confidence bound of the drop must be", type=str),
+    Option("inconclusive", p.one_of(INCONCLUSIVE_POLICIES), "warn", "what a gate does when its rows cannot tell "
+           "the drop from the tolerance (its confidence interval holds both no drop and more than the allowed "
+           "drop): warn (passes with a pytest warning), fail, or pass", type=str),
     Option("confidence", p.fraction(), 0.95, "confidence level of intervals: accuracy/F1 differences, speed ratios",
            type=float),
     Option("speed_floor", p.speed_floors, None, "minimum speed ratios, e.g. '*int8*=1.2:parent,O99=1.5' "
@@ -96,6 +111,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("bench_samples", p.at_least(1), 128, "texts per benchmark round", type=int),
     Option("bench_rounds", p.at_least(1), 5, "benchmark rounds per variant", type=int),
     Option("warmup_rounds", p.at_least(0), 1, "untimed warm-up rounds before each benchmark", type=int),
+    Option("cycles", p.at_least(1), 24, "round-robin cycles per mode: every variant and the baseline timed in "
+           "turn, one pass over the benchmark texts each; speed ratios, speed floors and `ortgate compare` rest "
+           "on them", type=int),
     Option("repeat", p.at_least(1), 1, "measure every variant's throughput N times, the whole matrix per repeat",
            type=int),
     Option("cross_machine", p.boolean, False, "compare with a run saved on a CPU with another fingerprint "

@@ -16,6 +16,8 @@ from ortgate.spec.variants import first_match
 
 DEFAULT_TOLERANCE = "1.0pp"
 GATE_MODES = ("point", "noninferiority")
+# What an inconclusive gate does: warn (passes, with a pytest warning), fail, or pass silently.
+INCONCLUSIVE_POLICIES = ("warn", "fail", "pass")
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,14 @@ from dataclasses import dataclass, field
 from ortgate.measure.evaluation import Evaluator
 from ortgate.measure.metrics import f1_score_fast
 from ortgate.measure.speed import SpeedMeter
-from ortgate.measure.stats import PairedComparison, logit_differences, paired_bootstrap_interval, paired_comparison
+from ortgate.measure.stats import (
+    PairedComparison,
+    logit_differences,
+    minimum_detectable_drop,
+    paired_bootstrap_interval,
+    paired_comparison,
+    rows_needed,
+)
 from ortgate.spec.thresholds import SpeedFloor, ToleranceTable, speed_floor_for
 from ortgate.spec.variants import BASELINE_ID, VariantSet
 from ortgate.verdict.gate import GateResult, SpeedCheck
@@ -44,12 +51,16 @@ class AccuracyGates:
                 interval = paired_bootstrap_interval(
                     lambda y, p: f1_score_fast(y, p, num_labels), self.evaluator.data.labels, baseline.predictions,
                     candidate.predictions, self.confidence)
+            base_value, tolerance = getattr(baseline.metrics, metric), self.tolerance.for_variant(variant_id)
+            discordant_rate = paired.discordant / paired.n  # the paired design's power rests on it (accuracy)
             self._gates[key] = GateResult(
                 metric=metric, variant_id=variant_id, baseline_id=BASELINE_ID,
-                baseline=getattr(baseline.metrics, metric), value=getattr(candidate.metrics, metric),
-                tolerance=self.tolerance.for_variant(variant_id), differing=paired.differing_predictions,
+                baseline=base_value, value=getattr(candidate.metrics, metric),
+                tolerance=tolerance, differing=paired.differing_predictions,
                 total=paired.n, mode=self.mode, interval=interval, confidence=self.confidence,
-                mcnemar_p=paired.p_exact, mcnemar_mid_p=paired.p_mid)
+                mcnemar_p=paired.p_exact, mcnemar_mid_p=paired.p_mid,
+                min_detectable_drop=minimum_detectable_drop(discordant_rate, paired.n, self.confidence),
+                rows_needed=rows_needed(tolerance.allowed_drop(base_value), discordant_rate, self.confidence))
         return self._gates[key]
 
     def logit_differences(self, variant_id: str) -> dict[str, float]:

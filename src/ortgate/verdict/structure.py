@@ -7,7 +7,10 @@ Two kinds:
   parent's size;
 - the expected structure, recorded per model on the first run (like a benchmark baseline) and compared
   on the next: a lost fusion or fewer quantized nodes fails with a message naming them, so a library
-  upgrade that silently drops a fusion is caught even when timings are too noisy to show it.
+  upgrade that silently drops a fusion is caught even when timings are too noisy to show it. Level-99
+  graphs are recorded per CPU; on a CPU without a record of its own, what the other CPUs' records agree on
+  and does not depend on the CPU still applies (`cpu_independent_expectation`), and the result lists the
+  rest as not checked.
 """
 
 from __future__ import annotations
@@ -19,9 +22,11 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from filelock import FileLock
 
+from ortgate.build.graph import INT8_TYPES
 from ortgate.files import atomic_write_text
 from ortgate.spec.variants import Optimize, Quantize, VariantSet
 
@@ -46,6 +51,15 @@ FUSIONS_BY_MODEL_TYPE = {
 FUSION_FLAGS = {"Attention": "disable_attention_fusion", "SkipLayerNormalization": "disable_skip_layer_norm_fusion"}
 RECORDED_KEYS = ("nodes", "fused_operators", "quantized_nodes", "float_weight_matmuls", "initializer_types",
                  "size_bytes")
+# What level 99 adds to level 2 are ONNX Runtime's layout transforms, and they depend on the CPU: NCHWc (blocks of
+# the CPU's vector width; none without AVX) and NHWC (quantized convolutions). They rewrite only convolutions and
+# pooling (`LAYOUT_INPUT_OPS` of the export), into `LAYOUT_FUSED_OPS` among others, insert reorder or transpose
+# nodes and block weights. The rest of a level-99 graph (attention, LayerNorm, GELU fusions; what the quantizer
+# makes of MatMuls) is the same on every CPU.
+LAYOUT_INPUT_OPS = ("Conv", "ConvTranspose", "MaxPool", "AveragePool", "GlobalMaxPool", "GlobalAveragePool",
+                    "QLinearConv", "Resize", "Upsample")
+LAYOUT_FUSED_OPS = ("FusedConv", "NhwcConv", "NhwcFusedConv", "NhwcMaxPool", "QLinearConv", "QLinearAveragePool",
+                    "QLinearGlobalAveragePool")
 
 
 @dataclass(frozen=True)
@@ -54,6 +68,7 @@ class StructureCheck:
     problems: tuple[str, ...]
     notes: tuple[str, ...] = ()
     record: str = ""  # what happened to the record: "recorded", "re-recorded", "compared with ..."
+    unchecked: tuple[str, ...] = ()  # expectations of the record not checked here (on a CPU not recorded), and why
 
     @property
     def passed(self) -> bool:
@@ -64,6 +79,8 @@ class StructureCheck:
         head = f"{self.variant_id}: " + ("graph structure as expected" if self.passed else
                                          "graph structure check failed: " + "; ".join(self.problems))
         tail = [self.record] if self.record else []
+        if self.unchecked:
+            tail.append("not checked on this CPU: " + "; ".join(self.unchecked))
         if self.notes:
             tail.append("notes: " + "; ".join(self.notes))
         return head + ("\n  " + "\n  ".join(tail) if tail else "")
@@ -173,12 +190,91 @@ def compare_structure(old: dict, new: dict) -> tuple[list[str], list[str]]:
     return problems, notes
 
 
+def layout_rewritten_nodes(export_graph: dict | None) -> int:
+    """The export's nodes that level 99's layout transforms rewrite differently per CPU (convolutions, pooling)."""
+    return sum((export_graph or {}).get("operators", {}).get(op, 0) for op in LAYOUT_INPUT_OPS)
+
+
+def _agreed(values: dict[str, int], what: str, unchecked: list[str]) -> bool:
+    """Whether every recorded CPU (id -> value) has the same value; if not, `unchecked` says so."""
+    if len(set(values.values())) <= 1:
+        return True
+    unchecked.append(f"{what} (the recorded CPUs differ: {', '.join(f'{cpu} {v}' for cpu, v in values.items())})")
+    return False
+
+
+def _expected_counts(recorded: dict[str, dict], current: dict, what: str, unchecked: list[str],
+                     cpu_dependent: tuple[str, ...] = ()) -> dict:
+    """Per name: the count every recorded CPU (id -> counts) agrees on, else (CPU-dependent, or no agreement)
+    the current graph's own, so that it is not compared."""
+    names = sorted(set(current).union(*recorded.values()))
+    expected = {}
+    for name in names:
+        values = {cpu: counts.get(name, 0) for cpu, counts in recorded.items()}
+        agreed = name not in cpu_dependent and _agreed(values, what.format(name), unchecked)
+        expected[name] = next(iter(values.values())) if agreed and values else current.get(name, 0)
+    return expected
+
+
+def cpu_independent_expectation(recorded: dict[str, dict], structure: dict, layout_nodes: int) -> tuple[
+        dict, list[str]]:
+    """What the structures recorded for other CPUs (CPU id -> structure) expect of this CPU's graph `structure`,
+    as a structure to compare it with (`compare_structure`): the values every recorded CPU agrees on that do not
+    depend on the CPU, and this graph's own values elsewhere (not compared); with the expectations not checked
+    and why. `layout_nodes`: the export's nodes that level 99 lays out per CPU (`layout_rewritten_nodes`)."""
+    unchecked = ["node count and file size (level 99's layout transforms may add reorder nodes and block "
+                 "weights for the CPU that optimizes the graph)"]
+    layout = LAYOUT_FUSED_OPS if layout_nodes else ()
+    if layout_nodes:
+        unchecked.append(f"quantized-node counts, int8 weight counts and the fusions {', '.join(layout)} (the export "
+                         f"has {layout_nodes} convolution or pooling nodes, which level 99's NCHWc and NHWC layout "
+                         "transforms rewrite differently per CPU)")
+    fused = _expected_counts({c: r["fused_operators"] for c, r in recorded.items()}, structure["fused_operators"],
+                             "fusion {}", unchecked, layout)
+    quantized = structure["quantized_nodes"] if layout_nodes else _expected_counts(
+        {c: r["quantized_nodes"] for c, r in recorded.items()}, structure["quantized_nodes"],
+        "quantized nodes ({})", unchecked)
+    types = dict(structure["initializer_types"])
+    if not layout_nodes:
+        int8 = {c: {t: n for t, n in r["initializer_types"].items() if t in INT8_TYPES} for c, r in recorded.items()}
+        current = {t: n for t, n in types.items() if t in INT8_TYPES}
+        types.update(_expected_counts(int8, current, "{} weights", unchecked))
+    matmuls = {c: r["float_weight_matmuls"] for c, r in recorded.items()}
+    agreed = _agreed(matmuls, "MatMuls with fp32 weights", unchecked)
+    return {**structure, "fused_operators": fused, "quantized_nodes": quantized, "initializer_types": types,
+            "float_weight_matmuls": next(iter(matmuls.values())) if agreed else structure["float_weight_matmuls"]}, \
+        unchecked
+
+
 def _counts(counts: dict) -> str:
     return ", ".join(f"{k}×{v}" for k, v in counts.items()) or "none"
 
 
 def model_slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_")[-80:] or "model"
+
+
+class RecordCheck(NamedTuple):
+    """A graph against its recorded expected structure."""
+
+    problems: list[str]
+    notes: list[str]
+    record: str  # what happened to the record: "recorded ...", "compared with ..."
+    unchecked: tuple[str, ...] = ()  # expectations not checked (a CPU without a record of its own), and why
+
+
+def _hint(problems: list[str], definition_changed: bool) -> list[str]:
+    if not problems:
+        return []
+    if definition_changed:
+        return ["the variant's definition changed since it was recorded; if that was intended, record it again "
+                "with --ortgate-update-structure"]
+    return ["if the change is intended, record it again with --ortgate-update-structure"]
+
+
+def _recorded_with(old: dict) -> str:
+    return (f"recorded {old['recorded']} with onnxruntime {old['versions'].get('onnxruntime')}, optimum "
+            f"{old['versions'].get('optimum')}")
 
 
 class StructureRecords:
@@ -200,9 +296,14 @@ class StructureRecords:
             raise ConfigError(f"the structure record {self.path} is unreadable ({exc}); fix or delete it, then "
                               "run with --ortgate-update-structure to record it again") from None
 
-    def check(self, key: str, structure: dict, step_hash: str, versions: dict, update: bool) -> tuple[
-            list[str], list[str], str]:
-        """Compare with the record for `key` (recording it if absent or `update`): problems, notes, what happened."""
+    def check(self, key: str, structure: dict, step_hash: str, versions: dict, update: bool,
+              other_cpus_of: str | None = None, layout_nodes: int = 0) -> RecordCheck:
+        """Compare with the record for `key` (recording it if absent or `update`).
+
+        `other_cpus_of`: `key` is `<other_cpus_of><cpu id>`, the record for this CPU of a variant whose graph
+        depends on the CPU (level 99). When this CPU has none, the variant's records for other CPUs give what
+        does not depend on the CPU (`cpu_independent_expectation`, with `layout_nodes`); the graph is recorded for
+        this CPU only if it meets that, and the result says what was not checked."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         digest = hashlib.sha256(str(self.path.resolve()).encode()).hexdigest()[:16]
         # The lock lives in the temp folder, not beside the record: that folder is meant to be committed.
@@ -211,19 +312,34 @@ class StructureRecords:
             old = records.get(key)
             if old is not None and not update:
                 problems, notes = compare_structure(old["structure"], structure)
-                record = (f"compared with the structure recorded {old['recorded']} with onnxruntime "
-                          f"{old['versions'].get('onnxruntime')}, optimum {old['versions'].get('optimum')} "
-                          f"({self.path})")
-                if problems and old.get("step_hash") != step_hash:
-                    problems.append("the variant's definition changed since it was recorded; if that was intended, "
-                                    "record it again with --ortgate-update-structure")
-                elif problems:
-                    problems.append("if the change is intended, record it again with --ortgate-update-structure")
-                return problems, notes, record
+                problems += _hint(problems, old.get("step_hash") != step_hash)
+                return RecordCheck(problems, notes, f"compared with the structure {_recorded_with(old)} ({self.path})")
+            others = {k.removeprefix(other_cpus_of): r for k, r in records.items()
+                      if other_cpus_of and not update and k.startswith(other_cpus_of) and k != key}
+            crossed = self._check_across_cpus(others, structure, step_hash, layout_nodes) if others else None
+            if crossed is not None and crossed.problems:
+                return crossed  # not recorded: the next run on this CPU checks it again
             records[key] = {"structure": {k: structure[k] for k in RECORDED_KEYS}, "step_hash": step_hash,
                             "versions": versions, "recorded": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
             doc = {"model": self.model_name, "note": "expected graph structure per variant, recorded by ortgate; "
                    "commit it like a benchmark baseline", "variants": dict(sorted(records.items()))}
             atomic_write_text(self.path, json.dumps(doc, indent=1, sort_keys=False) + "\n")
-            what = "re-recorded" if old is not None else "recorded"
-            return [], [], f"{what} as the expected structure in {self.path}"
+            what = ("re-recorded" if old is not None else "recorded") + " as the expected structure" + (
+                f" for this CPU ({key.removeprefix(other_cpus_of)})" if other_cpus_of else "") + f" in {self.path}"
+            return crossed._replace(record=f"{crossed.record}; {what}") if crossed else RecordCheck([], [], what)
+
+    def _check_across_cpus(self, others: dict[str, dict], structure: dict, step_hash: str,
+                           layout_nodes: int) -> RecordCheck:
+        """This CPU's graph against what the records of other CPUs (CPU id -> record) agree on and does not
+        depend on the CPU; records of the variant's current definition when there are any."""
+        same = {cpu: r for cpu, r in others.items() if r.get("step_hash") == step_hash}
+        used = same or others
+        expected, unchecked = cpu_independent_expectation({cpu: r["structure"] for cpu, r in used.items()},
+                                                          structure, layout_nodes)
+        problems, notes = compare_structure(expected, structure)
+        problems += _hint(problems, not same)
+        latest = max(used.values(), key=lambda r: r["recorded"])
+        record = (f"no structure recorded for this CPU: compared with what the structures recorded for "
+                  f"{len(used)} other CPU(s) ({', '.join(used)}; latest {_recorded_with(latest)}) agree on and "
+                  f"does not depend on the CPU ({self.path})")
+        return RecordCheck(problems, notes, record, tuple(unchecked))

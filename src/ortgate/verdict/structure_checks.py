@@ -9,7 +9,13 @@ from ortgate.build.builder import library_versions
 from ortgate.build.graph import graph_summary
 from ortgate.build.plan import BuildPlan
 from ortgate.spec.variants import BASELINE_ID
-from ortgate.verdict.structure import StructureCheck, StructureRecords, rule_notes, rule_problems
+from ortgate.verdict.structure import (
+    StructureCheck,
+    StructureRecords,
+    layout_rewritten_nodes,
+    rule_notes,
+    rule_problems,
+)
 
 
 @dataclass
@@ -45,11 +51,14 @@ class StructureChecks:
             problems = rule_problems(variants, variant_id, graph, self.graph(fp32) if fp32 else None,
                                      self.model_type, built.metadata.get("operators_quantized"),
                                      self.int8_min_weight_share, export)
-            key = variant_id
-            if variants.hardware_specific(variant_id):
-                key = f"{variant_id}@{fingerprint_id(cpu_fingerprint())}"
-            record_problems, notes, record = self.records.check(
-                key, graph, variants.content_hash(variant_id), library_versions(), update=self.update)
-            self.checks[variant_id] = StructureCheck(variant_id, tuple(problems + record_problems),
-                                                     tuple(rule_notes(graph) + notes), record)
+            key, other_cpus_of = variant_id, None
+            if variants.hardware_specific(variant_id):  # recorded per CPU; other CPUs' records still apply in part
+                other_cpus_of = f"{variant_id}@"
+                key = other_cpus_of + fingerprint_id(cpu_fingerprint())
+            found = self.records.check(key, graph, variants.content_hash(variant_id), library_versions(),
+                                       update=self.update, other_cpus_of=other_cpus_of,
+                                       layout_nodes=layout_rewritten_nodes(export))
+            self.checks[variant_id] = StructureCheck(variant_id, tuple(problems + found.problems),
+                                                     tuple(rule_notes(graph) + found.notes), found.record,
+                                                     found.unchecked)
         return self.checks[variant_id]
