@@ -4,6 +4,7 @@ the README reports one measured run of it)."""
 
 import argparse
 import json
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -188,8 +189,14 @@ def test_ctrl_c_stops_the_run_and_names_it(tmp_path, monkeypatch):
     # the child writes half a file, sends Ctrl-C to ortgate (its parent) and would go on for a minute
     script = (f"import os, pathlib, signal, time; pathlib.Path({str(partial)!r}).write_text('{{'); "
               "os.kill(os.getppid(), signal.SIGINT); time.sleep(60)")
-    with pytest.raises(AbError, match="interrupted during run base-1"):
-        run_suite_process("base-1", [sys.executable, "-c", script], tmp_path, {}, partial, final)
+    # A job started in the background of a non-interactive shell (as CI may start this suite) inherits SIGINT
+    # ignored; an interactive `ortgate ab` has Python's own handler, which the test restores for itself.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(AbError, match="interrupted during run base-1"):
+            run_suite_process("base-1", [sys.executable, "-c", script], tmp_path, {}, partial, final)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert list(tmp_path.iterdir()) == []
 
 

@@ -59,12 +59,14 @@ def test_the_default_preset_runs_end_to_end(matrix_models, pytester, tmp_path, c
         assert row["accuracy"] > 0.9, (vid, row["accuracy"])  # the tiny head learned the sentiment words
         assert "samples_per_s" in row or row.get("same_graph_as"), vid
         if vid != "pytorch":
-            assert row["gate"] == "pass", (vid, row["accuracy_delta_pp"])
+            # 24 rows: one flipped prediction is 4.2pp, so a variant that flips any is inconclusive, never FAIL
+            assert row["gate"] in ("pass", "inconclusive"), (vid, row["accuracy_delta_pp"])
             assert row["structure"]["passed"], (vid, row["structure"]["problems"])
             low, high = row["speed_check"]["interval"]  # the interleaved speed check ran against its reference
             assert row["speed_check"]["reference"] in rows and low <= row["speed_check"]["ratio"] <= high
     # Nothing failed, errored or xfailed; skipped: the throughput tests and speed checks of the avx512 and
-    # avx512_vnni graphs (byte-identical to arm64's), and the 6 tests of a variant that does not apply.
+    # avx512_vnni graphs (byte-identical to arm64's), and the 6 tests of a variant that does not apply; the
+    # round-robin of each mode passes (53 tests in all).
     skipped = 6 + 6 * sum(1 for a, _ in NOT_APPLICABLE if a == arch)
-    result.assert_outcomes(passed=51 - skipped, skipped=skipped, deselected=1)
+    result.assert_outcomes(passed=53 - skipped, skipped=skipped, deselected=1)
     assert result.ret == 0

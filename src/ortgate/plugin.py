@@ -48,6 +48,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[SETTINGS_KEY] = settings
     config.addinivalue_line("markers", "ortgate_interleaved: a test that drives the run's round-robin cycles; it "
                             "runs before the tests that read them (speed floors)")
+    config.pluginmanager.register(NativeCompareNote(), "ortgate-native-compare-note")
     # pytest-benchmark writes --benchmark-json at the very end and fails then if the folder is missing.
     json_path = config.getoption("benchmark_json", None)
     if json_path:
@@ -264,9 +265,17 @@ NATIVE_COMPARE_NOTE = (
     "reference timed in the same round-robin cycles, runs as the unit).")
 
 
+class NativeCompareNote:
+    """Says what a native threshold can tell, before pytest-benchmark's own summary: that one raises on a
+    regression, and summaries after it would not run."""
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_terminal_summary(self, terminalreporter, config: pytest.Config) -> None:
+        if config.getoption("benchmark_compare_fail", None):
+            terminalreporter.write_line(NATIVE_COMPARE_NOTE, yellow=True)
+
+
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
-    if config.getoption("benchmark_compare_fail", None):
-        terminalreporter.write_line(NATIVE_COMPARE_NOTE, yellow=True)
     try:
         result = _final_result(config)
         if result is None:
