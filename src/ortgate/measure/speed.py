@@ -127,7 +127,7 @@ class SpeedMeter:
             # One pass over all the texts per graph and cycle. Shorter passes (chunks of 32 texts) were tried: the
             # switch between sessions then weighs on every pass, and ratios shrank toward 1 (int8 vs the export
             # 1.9x -> 1.7x, O99 without attention fusion no slower than O99), so passes stay whole.
-            self._robins[mode] = RoundRobin({vid: [self.workload(vid, mode)] for vid in ids}, self.warmup_rounds)
+            self._robins[mode] = RoundRobin({vid: self.workload(vid, mode) for vid in ids}, self.warmup_rounds)
         return self._robins[mode]
 
     def interleaved(self, mode: str) -> dict[str, list[float]]:

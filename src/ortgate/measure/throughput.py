@@ -93,16 +93,11 @@ def interleaved_round_times(a: Callable[[], None], b: Callable[[], None], rounds
 class RoundRobin:
     """Every workload timed once per cycle, in turn: cycle c runs them in an order rotated by c (and reversed on
     odd cycles), so each takes every position equally often, and noise that comes and goes hits all of them
-    within a second or two of each other. A workload is a list of chunks (e.g. the benchmark texts in slices):
-    cycle c runs chunk c mod k of each, so cycles stay short while, over k cycles, every text is timed.
-    `times[name][c]` is cycle c's seconds. The first cycle warms every chunk of every workload up (untimed)
-    first. A caller may drive the cycles (pytest-benchmark's pedantic mode) or `run` them."""
+    within seconds of each other. `times[name][c]` is cycle c's seconds. The first cycle warms every workload up
+    (untimed) first. A caller may drive the cycles (pytest-benchmark's pedantic mode) or `run` them."""
 
-    def __init__(self, workloads: dict[str, Sequence[Callable[[], None]]], warmup: int = 1) -> None:
-        self.workloads = {name: list(chunks) for name, chunks in workloads.items()}
-        if len({len(chunks) for chunks in self.workloads.values()}) > 1:
-            raise ValueError("every workload needs the same number of chunks")
-        self.warmup = warmup
+    def __init__(self, workloads: dict[str, Callable[[], None]], warmup: int = 1) -> None:
+        self.workloads, self.warmup = dict(workloads), warmup
         self.times: dict[str, list[float]] = {name: [] for name in workloads}
         self._warm = False
 
@@ -115,16 +110,13 @@ class RoundRobin:
         if not self._warm:
             for _ in range(self.warmup):
                 for name in names:
-                    for chunk in self.workloads[name]:
-                        chunk()
+                    self.workloads[name]()
             self._warm = True
         c = self.cycles
         order = names[c % len(names):] + names[: c % len(names)]
         for name in order if c % 2 == 0 else order[::-1]:
-            chunks = self.workloads[name]
-            chunk = chunks[c % len(chunks)]
             started = time.perf_counter()
-            chunk()
+            self.workloads[name]()
             self.times[name].append(time.perf_counter() - started)
 
     def run(self, cycles: int, on_cycle: Callable[[], None] | None = None) -> dict[str, list[float]]:
