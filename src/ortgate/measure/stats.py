@@ -123,17 +123,24 @@ def paired_bootstrap_interval(statistic, labels, baseline_predictions, variant_p
                               confidence: float = 0.95, resamples: int = 2000, seed: int = 0) -> tuple[float, float]:
     """Interval of statistic(variant) − statistic(baseline), resampling rows together (scipy.stats.bootstrap,
     paired; BCa, or percentile where BCa is undefined, e.g. when no prediction differs)."""
+    y, a, b = (np.asarray(v) for v in (labels, baseline_predictions, variant_predictions))
+    return bca_else_percentile((y, a, b), lambda y_, a_, b_: statistic(y_, b_) - statistic(y_, a_), confidence,
+                               resamples, seed, paired=True, vectorized=False)
+
+
+def bca_else_percentile(data: tuple, statistic, confidence: float, resamples: int, seed: int,
+                        **options) -> tuple[float, float]:
+    """scipy.stats.bootstrap's BCa interval, or its percentile interval where BCa is undefined (it warns and
+    gives nan on a degenerate distribution, e.g. tied values); seeded, so reproducible."""
     import warnings
 
     from scipy.stats import bootstrap
 
-    y, a, b = (np.asarray(v) for v in (labels, baseline_predictions, variant_predictions))
     for method in ("BCa", "percentile"):
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # BCa warns (and gives nan) on a degenerate distribution
-            ci = bootstrap((y, a, b), lambda y_, a_, b_: statistic(y_, b_) - statistic(y_, a_), paired=True,
-                           vectorized=False, confidence_level=confidence, n_resamples=resamples, method=method,
-                           rng=np.random.default_rng(seed)).confidence_interval
+            warnings.simplefilter("ignore")
+            ci = bootstrap(data, statistic, confidence_level=confidence, n_resamples=resamples, method=method,
+                           rng=np.random.default_rng(seed), **options).confidence_interval
         if np.isfinite(ci.low) and np.isfinite(ci.high):
             break
     return float(ci.low), float(ci.high)
@@ -231,17 +238,9 @@ def paired_ratio_interval(reference_seconds, variant_seconds, confidence: float 
 
 
 def _bootstrap(values: np.ndarray, confidence: float, resamples: int, seed: int) -> tuple[float, float]:
-    import warnings
-
-    from scipy.stats import bootstrap
-
-    for method in ("BCa", "percentile"):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # BCa warns (and gives nan) on degenerate resamples: percentile then
-            ci = bootstrap((values,), cycle_log_ratio, confidence_level=confidence, n_resamples=resamples,
-                           method=method, rng=np.random.default_rng(seed)).confidence_interval
-        if np.isfinite(ci.low) and np.isfinite(ci.high):
-            return float(ci.low), float(ci.high)
+    low, high = bca_else_percentile((values,), cycle_log_ratio, confidence, resamples, seed)
+    if np.isfinite(low) and np.isfinite(high):
+        return low, high
     return float(values.min()), float(values.max())
 
 
