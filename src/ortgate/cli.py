@@ -36,7 +36,11 @@ def _parser() -> argparse.ArgumentParser:
                                 description=_FROM_PYPROJECT)
     add_cli_options(listing, ["preset", "matrix", "variants"])
     add_cli_options(build, ["preset", "matrix", "variants", "model", "dataset", "build_jobs", "cache_dir"])
-    commands.add_parser("cpu", help="print this machine's CPU fingerprint as JSON")
+    cpu = commands.add_parser("cpu", help="print this machine's CPU fingerprint, its measured GEMM kernels (fp32, "
+                              "u8×s8, u8×u8; cached per CPU) and the quantization preset they point to, as JSON")
+    add_cli_options(cpu, ["threads", "cache_dir"])
+    cpu.add_argument("--refresh", action="store_true", help="measure the kernels again instead of reading the cache")
+    cpu.add_argument("--flags-only", action="store_true", help="suggest from the CPU flags alone, measuring nothing")
     summary = commands.add_parser("summary", help="print a summary.json written by a run as a table")
     summary.add_argument("path", type=Path)
     compare = commands.add_parser("compare", help="compare saved runs (pytest-benchmark JSON or summary.json), "
@@ -92,11 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command in ("variants", "build"):
             return _matrix_command(args)
         elif args.command == "cpu":
-            from ortgate.isa import machine_fingerprint, suggest_preset
-
-            preset, reason = suggest_preset()
-            print(json.dumps({**machine_fingerprint(), "suggested_preset": preset, "why": reason}, indent=2))
-            print("(a suggestion only: the suite measures every preset on this machine)", file=sys.stderr)
+            return _cpu_command(args)
         else:
             from ortgate.record.result import read_run_record
             from ortgate.report.tables import render_terminal
@@ -105,6 +105,29 @@ def main(argv: list[str] | None = None) -> int:
     except OrtgateError as exc:
         print(f"ortgate: {exc}", file=sys.stderr)
         return 2
+    return 0
+
+
+def _cpu_command(args) -> int:
+    from ortgate.isa import cpu_fingerprint, machine_fingerprint, suggest_preset
+    from ortgate.spec.parsers import cache_dir_or_default, threads_or_cores
+
+    doc = machine_fingerprint()
+    if args.flags_only:
+        preset, reason = suggest_preset()
+    else:
+        from ortgate.measure.roofline import gops, measured_preset_figures, suggest_preset_measured
+
+        threads = threads_or_cores(args.threads, "threads")
+        log = lambda message: print(message, file=sys.stderr)  # noqa: E731
+        figures = measured_preset_figures(threads, cache_dir_or_default(args.cache_dir), log=log,
+                                          refresh=args.refresh)
+        preset, reason = suggest_preset_measured(figures, cpu_fingerprint())
+        doc["gemm_gops"] = {kind: round(gops(v), 1) for kind, v in figures.items()}
+        doc["gemm_shape"] = {"m": 32, "k": 384, "n": 1536, "threads": threads}
+        doc["flags_suggest"] = suggest_preset()[0]
+    print(json.dumps({**doc, "suggested_preset": preset, "why": reason}, indent=2))
+    print("(a suggestion only: the suite measures every preset on this machine)", file=sys.stderr)
     return 0
 
 

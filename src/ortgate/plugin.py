@@ -48,6 +48,8 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[SETTINGS_KEY] = settings
     config.addinivalue_line("markers", "ortgate_interleaved: a test that drives the run's round-robin cycles; it "
                             "runs before the tests that read them (speed floors)")
+    config.addinivalue_line("markers", "ortgate_latency: a test that drives the run's latency or footprint pass; it "
+                            "runs after the round-robin and before the tests that read it (budgets)")
     config.pluginmanager.register(NativeCompareNote(), "ortgate-native-compare-note")
     # pytest-benchmark writes --benchmark-json at the very end and fails then if the folder is missing.
     json_path = config.getoption("benchmark_json", None)
@@ -75,6 +77,13 @@ def _run_session(config: pytest.Config) -> RunSession:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    settings = metafunc.config.stash[SETTINGS_KEY]
+    if "ortgate_shape" in metafunc.fixturenames:
+        shapes = [(b, s) for b in settings.batch_sizes for s in settings.seq_lengths]
+        metafunc.parametrize("ortgate_shape", shapes, ids=[f"b{b}-s{s}" for b, s in shapes])
+    if "ortgate_threads" in metafunc.fixturenames:
+        counts = list(settings.threads_sweep or [None])  # None: a test that says how to ask for a sweep
+        metafunc.parametrize("ortgate_threads", counts, ids=[f"t{t}" if t else "no-sweep" for t in counts])
     wanted = [name for name in ("ortgate_variant", "ortgate_candidate") if name in metafunc.fixturenames]
     if not wanted:
         return
@@ -97,8 +106,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         return callspec.params.get("ortgate_repeat", 0) if callspec else 0
 
     items.sort(key=repeat_of)
-    # The round-robin cycles are timed by their own benchmark; tests that read them (floors) come after it.
-    items.sort(key=lambda item: item.get_closest_marker("ortgate_interleaved") is None)
+    # The round-robin cycles, then the latency and footprint passes, are timed by their own benchmarks; tests
+    # that read them (floors, budgets) come after.
+    items.sort(key=lambda item: (item.get_closest_marker("ortgate_interleaved") is None,
+                                 item.get_closest_marker("ortgate_latency") is None))
     # Build only what the remaining tests use (after -k and deselection), all before the first measurement.
     if SESSION_KEY in config.stash:
         used = {item.callspec.params.get(name) for item in items if hasattr(item, "callspec")
@@ -215,6 +226,61 @@ def benchmark_interleaved(benchmark, ortgate: RunSession, mode: str) -> dict[str
                                  "samples_per_graph": len(meter.texts)})
     benchmark.pedantic(robin, rounds=s.cycles, warmup_rounds=0, iterations=1)  # a disabled benchmark runs one
     return meter.interleaved(mode)
+
+
+def benchmark_latency(benchmark, ortgate: RunSession) -> dict:
+    """Run the latency pass once under pytest-benchmark's fixture (its one round is the pass's cost); each graph's
+    quantiles, intervals and MLPerf estimates go to the benchmark's extra_info and the run's record."""
+    benchmark.group = "request latency"
+    benchmark.pedantic(ortgate.meter.latency, rounds=1, warmup_rounds=0, iterations=1)
+    stats = ortgate.meter.latency()
+    robin = ortgate.meter.latency_pass
+    benchmark.extra_info.update({
+        "timer_overhead_ns": ortgate.meter.timer.median_ns, "cycles": robin.cycles, "stopped": robin.stopped,
+        "latency_ms": {vid: s.as_dict() for vid, s in stats.items()}})
+    return stats
+
+
+def benchmark_footprints(benchmark, ortgate: RunSession) -> dict:
+    """Run the footprint probes (fresh processes) once under pytest-benchmark's fixture; per graph its figures go
+    to the benchmark's extra_info and the run's record."""
+    benchmark.group = "memory and load"
+    benchmark.pedantic(ortgate.footprints.measure, rounds=1, warmup_rounds=0, iterations=1)
+    rounds = ortgate.footprints.measure()
+    benchmark.extra_info["footprints"] = {vid: [f.as_dict() for f in fs] for vid, fs in rounds.items()}
+    return rounds
+
+
+def benchmark_shape(benchmark, ortgate: RunSession, variant_id: str, batch: int, seq_len: int):
+    """Model-only throughput of one variant at one shape (every row exactly `seq_len` tokens), with
+    pytest-benchmark's fixture, grouped by shape; recorded in the run (and returned). None: benchmarks disabled."""
+    meter = ortgate.meter
+    run, rounds = meter.shape_workload(variant_id, batch, seq_len)
+    benchmark.group = f"shape b{batch} s{seq_len}"
+    benchmark.extra_info.update({"variant": variant_id, "batch_size": batch, "seq_len": seq_len,
+                                 "threads": ortgate.settings.threads, "mode": "model-only"})
+    benchmark.pedantic(run, rounds=rounds, warmup_rounds=1, iterations=1)
+    stats = getattr(benchmark, "stats", None)
+    if stats is None:
+        return None
+    shape = meter.record_shape(variant_id, batch, seq_len, ortgate.settings.threads, list(stats.stats.data))
+    benchmark.extra_info["samples_per_s"] = shape.samples_per_s
+    return shape
+
+
+def benchmark_threads(benchmark, ortgate: RunSession, variant_id: str, threads: int):
+    """Model-only throughput of one ONNX variant at another thread count (batch 1, the benchmark texts)."""
+    meter = ortgate.meter
+    run, rounds = meter.threads_workload(variant_id, threads)
+    benchmark.group = "threads b1 (benchmark texts)"
+    benchmark.extra_info.update({"variant": variant_id, "threads": threads, "batch_size": 1, "mode": "model-only"})
+    benchmark.pedantic(run, rounds=rounds, warmup_rounds=1, iterations=1)
+    stats = getattr(benchmark, "stats", None)
+    if stats is None:
+        return None
+    speed = meter.record_threads(variant_id, threads, list(stats.stats.data))
+    benchmark.extra_info["samples_per_s"] = speed.samples_per_s
+    return speed
 
 
 def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: dict) -> None:

@@ -11,6 +11,7 @@ parents and the baseline). Knows nothing about pytest; `plugin.py` drives it.
 from __future__ import annotations
 
 import contextlib
+import statistics
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from ortgate.build.plan import BuildPlan, explicit_variant_ids
 from ortgate.cache import Cache
 from ortgate.errors import ModelError, OrtgateError
 from ortgate.measure.evaluation import Evaluator
+from ortgate.measure.footprint import FootprintMeter
 from ortgate.measure.speed import SpeedMeter
 from ortgate.record.collect import RunStages, collect_result
 from ortgate.record.known_good import known_good_from_run_record
@@ -29,7 +31,8 @@ from ortgate.sources.data import EvalData, load_eval_data
 from ortgate.sources.default_model import BUILTIN_PREFIX, BuiltinModel, builtin_model, ensure_builtin_model
 from ortgate.sources.models import ModelSource, load_model_source, load_tokenizer
 from ortgate.spec.settings import Settings
-from ortgate.spec.variants import VariantSet
+from ortgate.spec.variants import BASELINE_ID, VariantSet
+from ortgate.verdict.budgets import BudgetChecks
 from ortgate.verdict.checks import AccuracyGates, SpeedFloors
 from ortgate.verdict.known_good import BuildVerdict, KnownGood, build_failure_verdict, known_good_from_structures
 from ortgate.verdict.structure import StructureRecords
@@ -147,8 +150,41 @@ class RunSession:
     @cached_property
     def meter(self) -> SpeedMeter:
         s = self.settings
+        latency = {"precision": s.latency_precision, "min_calls": s.latency_min_calls,
+                   "max_calls": s.latency_max_calls, "max_seconds": s.latency_max_seconds}
         return SpeedMeter(self.plan, self.data.texts[: s.bench_samples], s.bench_rounds, s.warmup_rounds,
-                          s.confidence, s.cycles, self.log)
+                          s.confidence, s.cycles, self.log, latency_settings=latency)
+
+    @cached_property
+    def footprints(self) -> FootprintMeter:
+        s = self.settings
+        return FootprintMeter(self.meter, self.model.path, s.threads, s.footprint_rounds, self.log,
+                              self.progress_scope)
+
+    @cached_property
+    def roofline(self):  # -> measure.roofline.RooflineMeter
+        from ortgate.measure.roofline import RooflineMeter
+
+        s = self.settings
+        return RooflineMeter(self.meter, s.cache_dir, s.threads, self.log, self.progress_scope)
+
+    @cached_property
+    def budgets(self) -> BudgetChecks:
+        return BudgetChecks(self.settings.budgets, self.budget_figure)
+
+    def budget_figure(self, variant_id: str, metric: str):
+        """(value, interval) of a budget's figure, measured on first use (see `verdict.budgets`)."""
+        if metric in ("p50_ms", "p90_ms", "p99_ms"):
+            stats = self.meter.request_latency(variant_id)
+            return getattr(stats, metric), stats.intervals[metric.removesuffix("_ms")]
+        if metric == "size_mb":
+            size = (self.plan.built(variant_id).size_bytes if variant_id != BASELINE_ID
+                    else sum(p.stat().st_size for p in self.model.path.glob("*.safetensors"))) / 1e6
+            return size, (size, size)
+        rounds = self.footprints.rounds(variant_id)
+        values = {"memory_mb": [f.peak_rss_mb for f in rounds], "model_memory_mb": [f.model_rss_mb for f in rounds],
+                  "load_ms": [f.load_seconds * 1e3 for f in rounds]}[metric]
+        return statistics.median(values), (min(values), max(values))
 
     @cached_property
     def floors(self) -> SpeedFloors:
@@ -186,7 +222,8 @@ class RunSession:
         """The stages, once the run has created them (None before: nothing ran)."""
         if "plan" not in self.__dict__:
             return None
-        return RunStages(self.plan, self.evaluator, self.gates, self.meter, self.floors, self.structures)
+        return RunStages(self.plan, self.evaluator, self.gates, self.meter, self.floors, self.structures,
+                         self.footprints, self.roofline, self.budgets)
 
     @property
     def has_results(self) -> bool:

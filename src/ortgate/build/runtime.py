@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from ortgate.sources.inputs import forward_inputs, select_inputs
 
@@ -87,6 +86,8 @@ class TorchPredictor:
 def predict_logits(predictor: Predictor, texts: Sequence[str], batch_size: int = 1, desc: str = "") -> np.ndarray:
     """Logits for every text, in order. Batch 1 by default: dynamic int8 computes activation scales
     per batch, so batching would change the very predictions being gated."""
+    from tqdm.auto import tqdm  # here, not at the top: a footprint probe's process imports this module, not tqdm
+
     chunks = []
     bar = tqdm(range(0, len(texts), batch_size), desc=desc, unit="batch" if batch_size > 1 else "row",
                leave=False, mininterval=1.0 if os.isatty(2) else 30.0, disable=None)

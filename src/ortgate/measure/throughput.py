@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
 from ortgate.build.runtime import Predictor
+from ortgate.measure.rotation import round_order
 
 MODES = ("end-to-end", "model-only")
 
@@ -91,10 +92,11 @@ def interleaved_round_times(a: Callable[[], None], b: Callable[[], None], rounds
 
 
 class RoundRobin:
-    """Every workload timed once per cycle, in turn: cycle c runs them in an order rotated by c (and reversed on
-    odd cycles), so each takes every position equally often, and noise that comes and goes hits all of them
-    within seconds of each other. `times[name][c]` is cycle c's seconds. The first cycle warms every workload up
-    (untimed) first. A caller may drive the cycles (pytest-benchmark's pedantic mode) or `run` them."""
+    """Every workload timed once per cycle, in turn, in `rotation.round_order` (pairs of cycles, the second
+    reversed, each pair rotated by one more), so each takes every position equally often, and noise that comes
+    and goes hits all of them within seconds of each other. `times[name][c]` is cycle c's seconds. The first
+    cycle warms every workload up (untimed) first. A caller may drive the cycles (pytest-benchmark's pedantic
+    mode) or `run` them."""
 
     def __init__(self, workloads: dict[str, Callable[[], None]], warmup: int = 1) -> None:
         self.workloads, self.warmup = dict(workloads), warmup
@@ -112,9 +114,7 @@ class RoundRobin:
                 for name in names:
                     self.workloads[name]()
             self._warm = True
-        c = self.cycles
-        order = names[c % len(names):] + names[: c % len(names)]
-        for name in order if c % 2 == 0 else order[::-1]:
+        for name in round_order(names, self.cycles):
             started = time.perf_counter()
             self.workloads[name]()
             self.times[name].append(time.perf_counter() - started)

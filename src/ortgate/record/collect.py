@@ -13,16 +13,22 @@ from ortgate.build.builder import BuildStatus, library_versions
 from ortgate.build.plan import BuildPlan
 from ortgate.isa import machine_fingerprint
 from ortgate.measure.evaluation import Evaluator
+from ortgate.measure.footprint import FootprintMeter
 from ortgate.measure.speed import SpeedMeter
 from ortgate.record.result import (
     MODEL_ONLY,
     SPEED_MODE,
+    BudgetItemResult,
+    FootprintResult,
     HarnessResult,
     InterleavedResult,
+    LatencyResult,
     MeasureSettings,
     ModelInfo,
     PairedResult,
+    RooflineResult,
     RunResult,
+    ShapeResult,
     SpeedCheckResult,
     StructureResult,
     VariantResult,
@@ -30,6 +36,7 @@ from ortgate.record.result import (
 from ortgate.sources.data import EvalData
 from ortgate.sources.models import ModelSource
 from ortgate.spec.variants import BASELINE_ID, Quantize
+from ortgate.verdict.budgets import BudgetChecks
 from ortgate.verdict.checks import GATED_METRICS, AccuracyGates, SpeedFloors
 from ortgate.verdict.structure_checks import StructureChecks
 
@@ -44,10 +51,15 @@ class RunStages:
     meter: SpeedMeter
     floors: SpeedFloors
     structures: StructureChecks
+    footprints: FootprintMeter
+    roofline: object  # measure.roofline.RooflineMeter
+    budgets: BudgetChecks
 
     @property
     def has_results(self) -> bool:
-        return bool(self.evaluator.evaluations or self.meter.speeds or self.meter.interleaved_seconds
+        m = self.meter
+        return bool(self.evaluator.evaluations or m.speeds or m.interleaved_seconds or m.latencies or m.shape_speeds
+                    or m.thread_speeds or self.footprints.results or self.roofline.results or self.budgets.checks
                     or self.floors.checks
                     or self.meter.harness_checks or self.structures.checks
                     or (self.plan.done and self.plan.builder.failures))
@@ -123,6 +135,39 @@ def _interleaved(meter: SpeedMeter, vid: str) -> dict[str, InterleavedResult]:
     return out
 
 
+def _deployment_fields(stages: RunStages, vid: str) -> dict:
+    """Latency, footprint, shape and thread sweeps, roofline and budget of the variant (its same-graph original's
+    measurements, which stand for it)."""
+    meter, out = stages.meter, {}
+    source = meter.measured_as(vid)
+    stats = meter.latencies.get(source)
+    if stats is not None:
+        out["latency"] = LatencyResult(**stats.as_dict())
+    rounds = stages.footprints.results.get(source)
+    if rounds:
+        med = stages.footprints.summary(source)
+        out["footprint"] = FootprintResult(len(rounds), med.file_mb, med.peak_rss_mb, med.model_rss_mb,
+                                           med.load_seconds * 1e3, tuple(f.peak_rss_mb for f in rounds),
+                                           tuple(f.model_rss_mb for f in rounds),
+                                           tuple(f.load_seconds * 1e3 for f in rounds))
+    shapes = [ShapeResult(b, s, t, x.samples_per_s, x.calls) for (v, b, s, t), x in sorted(meter.shape_speeds.items())
+              if v == source]
+    if shapes:
+        out["shapes"] = shapes
+    threads = [ShapeResult(1, 0, t, x.samples_per_s, x.calls) for (v, t), x in sorted(meter.thread_speeds.items())
+               if v == source]
+    if threads:
+        out["threads"] = threads
+    limit = stages.roofline.results.get(source)
+    if limit is not None:
+        out["roofline"] = RooflineResult(**limit.as_record())
+    check = stages.budgets.checks.get(vid)
+    if check is not None:
+        out["budget"] = [BudgetItemResult(i.metric, i.limit, i.pattern, i.outcome, i.value, i.interval)
+                         for i in check.items]
+    return out
+
+
 def _speed_check_field(stages: RunStages, vid: str, original: str | None) -> dict:
     """The variant's speed check, or the one it shares with its same-graph original (same reference, floor)."""
     check = stages.floors.checks.get(vid)
@@ -160,7 +205,8 @@ def variant_result(stages: RunStages, vid: str, model: ModelSource, repeat: int)
         return VariantResult(**head, build=str(status), build_error=reason, gate=str(status))
     original = stages.evaluator.same_graph.get(vid) or (
         stages.plan.duplicate_of(vid) if status is BuildStatus.BUILT else None)
-    fields = {**_accuracy_fields(stages, vid), **_speed_fields(stages, vid, original, repeat)}
+    fields = {**_accuracy_fields(stages, vid), **_speed_fields(stages, vid, original, repeat),
+              **_deployment_fields(stages, vid)}
     if not fields and vid not in stages.floors.checks and vid not in stages.structures.checks:
         return None
     return VariantResult(**head, same_graph_as=original, **fields, **_speed_check_field(stages, vid, original),
@@ -193,6 +239,19 @@ def collect_result(stages: RunStages, *, settings, model: ModelSource, data: Eva
         build_jobs=s.build_jobs,
         harness_checks=[HarnessResult(c.variant_id, c.harness.samples_per_s, c.bare.samples_per_s, c.ratio)
                         for c in stages.meter.harness_checks],
+        timer_overhead_ns=stages.meter.timer.median_ns if stages.meter.timer else None,
+        latency_pass=_latency_pass(stages.meter),
+        gemm_ceilings=[c.as_dict() for c in stages.roofline.ceilings.values()] or None,
         labels=data.labels.tolist() if evaluations else None,
         predictions={vid: e.predictions.tolist() for vid, e in evaluations.items()},
     )
+
+
+def _latency_pass(meter: SpeedMeter) -> dict | None:
+    robin = meter.latency_pass
+    if robin is None:
+        return None
+    return {"cycles": robin.cycles, "stopped": robin.stopped, "block": robin.block, "precision": robin.precision,
+            "min_calls": robin.min_calls, "max_calls": robin.max_calls, "max_seconds": robin.max_seconds,
+            "calls": {vid: len(t) for vid, t in robin.times_ns.items()}}
+

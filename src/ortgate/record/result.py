@@ -16,7 +16,9 @@ from pathlib import Path
 from ortgate.errors import OrtgateError
 
 SCHEMA = "ortgate-run"
-SCHEMA_VERSION = 2  # 2: interleaved round-robin speeds (VariantResult.interleaved)
+SCHEMA_VERSION = 3  # 2: interleaved round-robin speeds (VariantResult.interleaved); 3: latency, footprint, shapes,
+# threads, roofline, budgets
+READABLE_VERSIONS = (2, 3)  # version 3 only adds fields, all optional: a version-2 record reads as one without them
 SPEED_MODE = "end-to-end"  # the reference measured pipelines, tokenization included
 MODEL_ONLY = "model-only"
 
@@ -143,6 +145,78 @@ class HarnessResult:
 
 
 @dataclass(frozen=True)
+class LatencyResult(_Record):
+    """Single-stream request latencies (ms, batch 1, end to end: tokenize + run + argmax), every call timed on its
+    own in blocks interleaved with the other graphs: quantiles with bootstrap intervals (percentile method), and
+    MLPerf SingleStream's early-stopping estimates (None: too few calls)."""
+
+    calls: int
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    max_ms: float
+    mean_ms: float
+    intervals: dict[str, tuple[float, float]]
+    confidence: float
+    early_stopping_p90_ms: float | None = None
+    early_stopping_p99_ms: float | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "intervals", {k: tuple(v) for k, v in self.intervals.items()})
+
+
+@dataclass(frozen=True)
+class FootprintResult(_Record):
+    """Memory and cold load of the variant, each round in a fresh process (rounds in rotated order): medians, and
+    each round's figures (the range is a budget's interval; the load times pair with the export's in compare)."""
+
+    rounds: int
+    file_mb: float
+    peak_rss_mb: float
+    model_rss_mb: float
+    load_ms: float
+    peak_rss_mb_rounds: tuple[float, ...]
+    model_rss_mb_rounds: tuple[float, ...]
+    load_ms_rounds: tuple[float, ...]
+    _TUPLES = ("peak_rss_mb_rounds", "model_rss_mb_rounds", "load_ms_rounds")
+
+
+@dataclass(frozen=True)
+class ShapeResult:
+    """Model-only throughput at one input shape (every row exactly seq_len tokens) and thread count."""
+
+    batch: int
+    seq_len: int
+    threads: int
+    samples_per_s: float
+    rounds: int
+
+
+@dataclass(frozen=True)
+class RooflineResult:
+    """How close the variant runs to this CPU's GEMM limit: its MACs per sample (by GEMM kind, at the benchmark
+    texts' token lengths), the ceiling those GEMMs allow at the measured kernel speeds, and the share of it the
+    variant's model-only speed reached."""
+
+    tokens_mean: float
+    macs_per_sample: dict[str, float]
+    ceiling_samples_per_s: float
+    achieved_samples_per_s: float
+    fraction: float
+
+
+@dataclass(frozen=True)
+class BudgetItemResult(_Record):
+    metric: str
+    limit: float
+    pattern: str
+    outcome: str  # "pass" | "FAIL" | "inconclusive"
+    value: float | None = None
+    interval: tuple[float, float] | None = None
+    _TUPLES = ("interval",)
+
+
+@dataclass(frozen=True)
 class VariantResult(_Record):
     """One variant's results. Fields a run did not measure stay None (and out of the JSON)."""
 
@@ -189,9 +263,17 @@ class VariantResult(_Record):
     graph: dict | None = None  # build.graph.graph_summary
     operators_quantized: list[str] | None = None
     structure: StructureResult | None = None
+    latency: LatencyResult | None = None
+    footprint: FootprintResult | None = None
+    shapes: list[ShapeResult] | None = None  # the shape sweep, at the run's threads
+    threads: list[ShapeResult] | None = None  # the thread sweep (batch 1, the benchmark texts)
+    roofline: RooflineResult | None = None
+    budget: list[BudgetItemResult] | None = None
     _NESTED = {"paired": PairedResult, "speed_check": SpeedCheckResult, "structure": StructureResult,
-               "interleaved": InterleavedResult}
+               "interleaved": InterleavedResult, "latency": LatencyResult, "footprint": FootprintResult,
+               "shapes": ShapeResult, "threads": ShapeResult, "roofline": RooflineResult, "budget": BudgetItemResult}
     _DICTS = ("interleaved",)
+    _LISTS = ("shapes", "threads", "budget")
     _TUPLES = ("f1_interval",)
 
     @property
@@ -242,6 +324,9 @@ class RunResult:
     build_wall_seconds: float | None = None
     build_jobs: int = 1
     harness_checks: list[HarnessResult] = field(default_factory=list)
+    timer_overhead_ns: float | None = None  # the median gap of two back-to-back perf_counter_ns reads
+    latency_pass: dict | None = None  # cycles, why it stopped, calls a graph, block size
+    gemm_ceilings: list[dict] | None = None  # this CPU's measured GEMM kernels (roofline)
     # Only in the benchmark JSON (not summary.json): what `ortgate compare` pairs row by row.
     labels: list[int] | None = None
     predictions: dict[str, list[int]] | None = None
@@ -274,7 +359,7 @@ class RunResult:
             raise RecordError(f"{where} is not an ortgate run record (schema {schema!r}, expected {SCHEMA!r}); "
                               "records before schema versions were introduced cannot be read: run the suite again "
                               "with this ortgate")
-        if version != SCHEMA_VERSION:
+        if version not in READABLE_VERSIONS:
             newer = isinstance(version, int) and version > SCHEMA_VERSION
             raise RecordError(f"{where} has schema version {version}; this ortgate reads version {SCHEMA_VERSION}: "
                               + ("upgrade ortgate to read it" if newer else "run the suite again with this ortgate"))

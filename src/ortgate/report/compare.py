@@ -49,9 +49,18 @@ from ortgate.spec.variants import BASELINE_ID, EXPORT_ID
 DEFAULT_RUN_NOISE = 0.055
 
 
+# The deployment figures compared across runs, each a per-run log figure where more is better (as speed ratios):
+# the variant's p99 request latency relative to its reference's in the same run (blocks interleaved), its cold
+# load time relative to its reference's in the same round of fresh processes, and its peak RSS (absolute).
+LATENCY, LOAD, MEMORY = "latency p99", "load", "peak RSS"
+# Assumed sd of one run's figure between runs of one build, with one run a side (README, "Calibrated on saved
+# runs"): the largest row spread over saved runs of the default matrix on this project's machines.
+DEPLOYMENT_NOISE = {LATENCY: 0.10, LOAD: 0.10, MEMORY: 0.02}
+
+
 @dataclass(frozen=True)
 class CompareRow:
-    kind: str  # "speed" or "accuracy"
+    kind: str  # "speed", "accuracy", or "deployment" (mode: latency p99, load, peak RSS)
     variant: str
     mode: str
     old: float  # speed: the speed ratio to the reference (geometric mean over runs); accuracy: the accuracy
@@ -92,6 +101,28 @@ def per_run_log_ratios(run: RunResult) -> dict[tuple[str, str, str], float]:
     return out
 
 
+def per_run_deployment_logs(run: RunResult) -> dict[tuple[str, str, str], float]:
+    """(variant, figure, reference) -> the run's log figure, oriented like a speed ratio (more is better): log of
+    the reference's p99 over the variant's (same run, interleaved blocks); the median over rounds of the log of the
+    reference's cold load over the variant's in the same round; log(1 / peak RSS in MB), reference "" (absolute)."""
+    rows = {v.variant: v for v in run.variants if not v.same_graph_as}
+    out = {}
+    for variant, v in rows.items():
+        name = reference_for(variant)
+        if v.latency and variant != BASELINE_ID:
+            ref = rows.get(name) if rows.get(name) and rows[name].latency else rows.get(BASELINE_ID)
+            if ref is not None and ref.latency:
+                out[(variant, LATENCY, ref.variant)] = math.log(ref.latency.p99_ms / v.latency.p99_ms)
+        if v.footprint:
+            out[(variant, MEMORY, "")] = -math.log(v.footprint.peak_rss_mb)
+            ref = rows.get(name) if variant != BASELINE_ID else None
+            theirs, mine = (ref.footprint.load_ms_rounds if ref and ref.footprint else ()), v.footprint.load_ms_rounds
+            if theirs and len(theirs) == len(mine):
+                logs = np.log(np.asarray(theirs) / np.asarray(mine))
+                out[(variant, LOAD, name)] = float(np.median(logs))
+    return out
+
+
 def check_machines(old: Sequence[RunResult], new: Sequence[RunResult], cross_machine: bool) -> None:
     runs = [*old, *new]
     ids = {r.machine_id for r in runs if r.machine_id}
@@ -116,14 +147,19 @@ def compare_runs(old: RunResult | Sequence[RunResult], new: RunResult | Sequence
         raise OrtgateError("compare needs at least one run on each side")
     check_machines(old, new, cross_machine)
     confidence = confidence if confidence is not None else 1 - alpha
-    old_logs, new_logs = [per_run_log_ratios(r) for r in old], [per_run_log_ratios(r) for r in new]
+    old_logs = [{**per_run_log_ratios(r), **per_run_deployment_logs(r)} for r in old]
+    new_logs = [{**per_run_log_ratios(r), **per_run_deployment_logs(r)} for r in new]
     old_keys, new_keys = set().union(*old_logs), set().union(*new_logs)
-    keys = sorted(old_keys & new_keys, key=lambda k: (k[1], k[0]))
+    keys = sorted(old_keys & new_keys, key=lambda k: (k[1] in DEPLOYMENT_NOISE, k[1], k[0]))
     groups = {key: ([r[key] for r in old_logs if key in r], [r[key] for r in new_logs if key in r]) for key in keys}
     speed = []
     for key, (x, y) in groups.items():
-        comparison = compare_run_ratios(x, y, run_noise=run_noise, confidence=confidence, alpha=alpha)
-        speed.append((key, comparison, math.exp(float(np.mean(x))), math.exp(float(np.mean(y)))))
+        noise = DEPLOYMENT_NOISE.get(key[1], run_noise)
+        comparison = compare_run_ratios(x, y, run_noise=noise, confidence=confidence, alpha=alpha)
+        # Shown: speed as the ratio to the reference (more is faster); a deployment figure as itself over its
+        # reference's (or in MB), more is worse.
+        sign = -1 if key[1] in DEPLOYMENT_NOISE else 1
+        speed.append((key, comparison, math.exp(sign * float(np.mean(x))), math.exp(sign * float(np.mean(y)))))
     accuracy = _accuracy_rows(old[0], new[0], tolerance or ToleranceTable())
     if not speed and not accuracy:
         raise OrtgateError("nothing to compare: the runs share no variant timed (interleaved) or evaluated on both "
@@ -131,8 +167,8 @@ def compare_runs(old: RunResult | Sequence[RunResult], new: RunResult | Sequence
     rows = _verdicts(speed, accuracy, alpha, min_effect)
     old_acc, new_acc = ({v.variant for v in run.variants if v.accuracy is not None} for run in (old[0], new[0]))
     copies = {v.variant for run in new for v in run.variants if v.same_graph_as}  # timed as their original
-    missing = [("speed", v, m) for v, m in sorted({k[:2] for k in old_keys} - {k[:2] for k in new_keys})
-               if v not in copies]
+    missing = [("deployment" if m in DEPLOYMENT_NOISE else "speed", v, m)
+               for v, m in sorted({k[:2] for k in old_keys} - {k[:2] for k in new_keys}) if v not in copies]
     missing += [("accuracy", v, "") for v in sorted(old_acc - new_acc)]
     return rows + [_missing(*m) for m in missing]
 
@@ -178,8 +214,8 @@ def _speed_row(pair: SpeedPair, p_worse: float, p_better: float, alpha: float, m
     note = f"{runs}; {spread}"
     if verdict == "insufficient evidence":
         note += f"; ~{c.runs_needed(min_effect, alpha)} runs a side would likely settle it"
-    return CompareRow("speed", variant, mode, old_ratio, new_ratio, c.effect, p, verdict, note, c.interval,
-                      reference)
+    return CompareRow("deployment" if mode in DEPLOYMENT_NOISE else "speed", variant, mode, old_ratio, new_ratio,
+                      c.effect, p, verdict, note, c.interval, reference)
 
 
 def _missing(kind: str, variant: str, mode: str) -> CompareRow:
@@ -230,6 +266,17 @@ def render_markdown(rows: list[CompareRow], old_name: str, new_name: str, *, alp
         for r in speed:
             lines.append(f"| {r.variant} | {r.mode} | {r.reference or '–'} | {_num(r.old, '.3f')} | "
                          f"{_num(r.new, '.3f')} | {_pct(r.change)} | {_interval(r.interval)} | {_p(r.p_value)} | "
+                         f"**{r.verdict}** | {r.note} |")
+    deployment = [r for r in rows if r.kind == "deployment"]
+    if deployment:
+        lines += ["", "Deployment figures (same rule, same Holm family): p99 request latency and cold load time as a "
+                  "multiple of the reference's in the same run, peak RSS in MB; change: + is worse.", "",
+                  "| variant | figure | reference | old | new | change | interval | p (Holm) | verdict | note |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
+        for r in deployment:
+            spec = ".0f" if r.mode == MEMORY else ".3f"
+            lines.append(f"| {r.variant} | {r.mode} | {r.reference or '–'} | {_num(r.old, spec)} | "
+                         f"{_num(r.new, spec)} | {_pct(r.change)} | {_interval(r.interval)} | {_p(r.p_value)} | "
                          f"**{r.verdict}** | {r.note} |")
     accuracy = [r for r in rows if r.kind == "accuracy"]
     if accuracy:

@@ -27,6 +27,11 @@ COLUMNS = [  # (header, key, format)
     ("ratio", "speed_ratio", "{:.2f}x"),
     ("model-only/s", "model_only_samples_per_s", "{:.1f}"),
     ("model-only ratio", "model_only_speed_ratio", "{:.2f}x"),
+    ("p50 ms", "p50", "{}"),
+    ("p99 ms", "p99", "{}"),
+    ("peak MB", "peak_mb", "{:.0f}"),
+    ("load ms", "load_ms", "{:.0f}"),
+    ("of GEMM limit", "limit_share", "{:.0%}"),
     ("size MB", "size_mb", "{:.1f}"),
     ("nodes (Δ export)", "nodes", "{}"),
     ("fused ops", "fused", "{}"),
@@ -37,7 +42,8 @@ COLUMNS = [  # (header, key, format)
 
 # The terminal table leaves out what the Markdown and JSON keep (precision, recall, latency).
 TERMINAL_KEYS = ("variant", "accuracy", "f1", "accuracy_delta_pp", "gate", "samples_per_s", "speed_ratio",
-                 "model_only_samples_per_s", "size_mb", "fused", "quantized", "structure_verdict")
+                 "model_only_samples_per_s", "p50", "p99", "peak_mb", "load_ms", "limit_share", "size_mb", "fused",
+                 "quantized", "structure_verdict")
 _SHORT_OPS = {"SkipLayerNormalization": "SkipLN", "LayerNormalization": "LN", "EmbedLayerNormalization": "EmbedLN"}
 
 
@@ -55,9 +61,19 @@ def _cells(row: VariantResult, columns=COLUMNS) -> list[str]:
         gate = f"{row.build}: {row.build_error[:80]}"
     elif row.same_graph_as:
         gate = f"{gate} (= {row.same_graph_as})" if gate else f"= {row.same_graph_as}"
+    lat, fp = row.latency, row.footprint
     values = {**asdict(row), "fused": fused or ("-" if graph else ""), "quantized": quantized or ("-" if graph else ""),
-              "nodes": nodes, "structure_verdict": verdict, "gate": gate}
+              "nodes": nodes, "structure_verdict": verdict, "gate": gate,
+              "p50": _quantile(lat, "p50") if lat else None, "p99": _quantile(lat, "p99") if lat else None,
+              "peak_mb": fp.peak_rss_mb if fp else None, "load_ms": fp.load_ms if fp else None,
+              "limit_share": row.roofline.fraction if row.roofline else None}
     return [fmt.format(values[key]) if values.get(key) not in (None, "") else "" for _, key, fmt in columns]
+
+
+def _quantile(latency, name: str) -> str:
+    """`2.41 [2.38–2.45]`: the quantile (ms) and its bootstrap interval."""
+    low, high = latency.intervals[name]
+    return f"{getattr(latency, name + '_ms'):.2f} [{low:.2f}–{high:.2f}]"
 
 
 def _header(result: RunResult) -> list[str]:
@@ -199,8 +215,110 @@ def _speeds(result: RunResult) -> list[str]:
     return lines
 
 
+def _latency(result: RunResult) -> list[str]:
+    rows = [r for r in result.variants if r.latency and not r.same_graph_as]
+    if not rows:
+        return []
+    p = result.latency_pass or {}
+    conf = f"{rows[0].latency.confidence:.0%}"
+    lines = ["", "## Request latency (single stream, batch 1, end to end: tokenize + run + argmax; ms)", "",
+             f"Every call timed on its own (`perf_counter_ns`; timer overhead {result.timer_overhead_ns or 0:.0f} ns "
+             f"a call), graphs interleaved in blocks of {p.get('block', '?')} calls; the pass stopped: "
+             f"{p.get('stopped', '?')} after {p.get('cycles', '?')} cycles (target: every p99 within "
+             f"±{p.get('precision', 0):.0%}). Brackets: {conf} bootstrap intervals. MLPerf: SingleStream's "
+             "early-stopping estimates (99% confidence the true percentile lies below).", "",
+             "| variant | calls | p50 | p90 | p99 | max | mean | MLPerf p90 / p99 |", "|---" * 8 + "|"]
+    for r in rows:
+        x = r.latency
+        mlperf = " / ".join(f"{v:.2f}" if v is not None else "too few calls"
+                            for v in (x.early_stopping_p90_ms, x.early_stopping_p99_ms))
+        lines.append(f"| {r.variant} | {x.calls} | {_quantile(x, 'p50')} | {_quantile(x, 'p90')} | "
+                     f"{_quantile(x, 'p99')} | {x.max_ms:.2f} | {x.mean_ms:.2f} | {mlperf} |")
+    return lines
+
+
+def _footprints(result: RunResult) -> list[str]:
+    rows = [r for r in result.variants if r.footprint and not r.same_graph_as]
+    if not rows:
+        return []
+    lines = ["", f"## Memory and load time (each graph in {rows[0].footprint.rounds} fresh processes; median [range])",
+             "", "Peak RSS: the process's high-water mark over session creation and inference (VmHWM); added: peak "
+             "less the RSS before loading (what the variant itself costs); load: session creation, the process's "
+             "first (cold).", "",
+             "| variant | file MB | peak RSS MB | added by the model MB | load ms |", "|---|---|---|---|---|"]
+    for r in rows:
+        f = r.footprint
+        rng = lambda xs: f"[{min(xs):.0f}–{max(xs):.0f}]"  # noqa: E731
+        lines.append(f"| {r.variant} | {f.file_mb:.1f} | {f.peak_rss_mb:.0f} {rng(f.peak_rss_mb_rounds)} | "
+                     f"{f.model_rss_mb:.0f} {rng(f.model_rss_mb_rounds)} | {f.load_ms:.0f} {rng(f.load_ms_rounds)} |")
+    return lines
+
+
+def _shapes(result: RunResult) -> list[str]:
+    rows = [r for r in result.variants if r.shapes and not r.same_graph_as]
+    lines = []
+    if rows:
+        shapes = sorted({(x.batch, x.seq_len) for r in rows for x in r.shapes})
+        lines += ["", "## Throughput by shape (model only, samples/s; every row exactly the sequence length in "
+                  f"tokens; {rows[0].shapes[0].threads} threads)", "", "Plot: `shapes.png`.", "",
+                  "| variant | " + " | ".join(f"b{b} s{s}" for b, s in shapes) + " |", "|---" * (len(shapes) + 1) + "|"]
+        for r in rows:
+            got = {(x.batch, x.seq_len): x.samples_per_s for x in r.shapes}
+            lines.append(f"| {r.variant} | " + " | ".join(f"{got[k]:.1f}" if k in got else "–" for k in shapes) + " |")
+    threaded = [r for r in result.variants if r.threads and not r.same_graph_as]
+    if threaded:
+        counts = sorted({x.threads for r in threaded for x in r.threads})
+        lines += ["", "## Throughput by thread count (model only, batch 1, the benchmark texts; samples/s, best in "
+                  "bold)", "", "Plot: `threads.png`.", "",
+                  "| variant | " + " | ".join(f"{t} threads" for t in counts) + " |", "|---" * (len(counts) + 1) + "|"]
+        for r in threaded:
+            got = {x.threads: x.samples_per_s for x in r.threads}
+            best = max(got, key=got.get)
+            cells = ("–" if t not in got else f"**{got[t]:.1f}**" if t == best else f"{got[t]:.1f}" for t in counts)
+            lines.append(f"| {r.variant} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _roofline(result: RunResult) -> list[str]:
+    rows = [r for r in result.variants if r.roofline and not r.same_graph_as]
+    if not rows:
+        return []
+    lines = ["", "## Distance to this CPU's limit (model only, batch 1)", "",
+             "MACs per sample counted from each graph at the benchmark texts' token lengths, by GEMM kind; the ceiling "
+             "is the speed those GEMMs alone would allow at this CPU's measured kernel speeds (below); achieved: the "
+             "round-robin's model-only speed.", "",
+             "| variant | mean tokens | MMACs / sample (by kind) | ceiling samples/s | achieved | share of ceiling |",
+             "|---|---|---|---|---|---|"]
+    for r in rows:
+        x = r.roofline
+        macs = ", ".join(f"{k} {v / 1e6:.1f}" for k, v in x.macs_per_sample.items() if v)
+        lines.append(f"| {r.variant} | {x.tokens_mean:.1f} | {macs} | {x.ceiling_samples_per_s:.0f} | "
+                     f"{x.achieved_samples_per_s:.0f} | {x.fraction:.0%} |")
+    if result.gemm_ceilings:
+        lines += ["", "GEMM kernels measured on this CPU (GOP/s = 2 × MAC/s):", "",
+                  "| kind | M × K × N | threads | GOP/s |", "|---|---|---|---|"]
+        for c in sorted(result.gemm_ceilings, key=lambda c: (c["kind"], c["k"], c["n"], c["m"])):
+            lines.append(f"| {c['kind']} | {c['m']} × {c['k']} × {c['n']} | {c['threads']} | "
+                         f"{2 * c['macs_per_s'] / 1e9:.0f} |")
+    return lines
+
+
+def _budgets(result: RunResult) -> list[str]:
+    rows = [r for r in result.variants if r.budget]
+    if not rows:
+        return []
+    lines = ["", "## Budgets (a budget fails only when the figure's whole interval lies above it)", "",
+             "| variant | figure | value [interval] | budget | pattern | verdict |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        for b in r.budget:
+            value = "not measured" if b.value is None else f"{b.value:.4g} [{b.interval[0]:.4g}, {b.interval[1]:.4g}]"
+            lines.append(f"| {r.variant} | {b.metric} | {value} | ≤ {b.limit:g} | `{b.pattern}` | {b.outcome} |")
+    return lines
+
+
 def render_markdown(result: RunResult) -> str:
-    lines = _header(result) + _builds(result) + _graphs(result) + _paired(result) + _speeds(result)
+    lines = (_header(result) + _builds(result) + _graphs(result) + _paired(result) + _speeds(result)
+             + _latency(result) + _footprints(result) + _shapes(result) + _roofline(result) + _budgets(result))
     return "\n".join(lines) + "\n"
 
 
@@ -225,4 +343,24 @@ def write_results(result: RunResult, results_dir: Path) -> tuple[Path, Path]:
     json_path, md_path = results_dir / "summary.json", results_dir / "summary.md"
     atomic_write_text(json_path, json.dumps(result.to_dict(), indent=2, default=str))
     atomic_write_text(md_path, render_markdown(result))
+    write_plots(result, results_dir)
     return json_path, md_path
+
+
+def write_plots(result: RunResult, results_dir: Path) -> list[Path]:
+    """shapes.png (samples/s against sequence length, a panel per batch size) and threads.png, where the run
+    measured them."""
+    from ortgate.report.plots import plot_shapes, plot_threads
+
+    written = []
+    shapes = [{"variant": r.variant, "batch": x.batch, "seq_len": x.seq_len, "samples_per_s": x.samples_per_s}
+              for r in result.variants if r.shapes and not r.same_graph_as for x in r.shapes]
+    if shapes:
+        written.append(plot_shapes(shapes, results_dir / "shapes.png",
+                                   f"{result.model.source}: model-only samples/s by shape"))
+    threads = [{"variant": r.variant, "threads": x.threads, "samples_per_s": x.samples_per_s}
+               for r in result.variants if r.threads and not r.same_graph_as for x in r.threads]
+    if threads:
+        written.append(plot_threads(threads, results_dir / "threads.png",
+                                    f"{result.model.source}: batch 1, benchmark texts, model only"))
+    return written

@@ -114,6 +114,27 @@ OPTIONS: tuple[Option, ...] = (
     Option("cycles", p.at_least(1), 24, "round-robin cycles per mode: every variant and the baseline timed in "
            "turn, one pass over the benchmark texts each; speed ratios, speed floors and `ortgate compare` rest "
            "on them", type=int),
+    Option("latency_precision", p.fraction(), 0.05, "request latency: stop timing once every graph's p99 is known "
+           "to within this share (the relative half-width of its order-statistic interval at the run's confidence)",
+           type=float),
+    Option("latency_min_calls", p.at_least(10), 400, "request latency: timed calls a graph before it may stop",
+           type=int),
+    Option("latency_max_calls", p.at_least(10), 4000, "request latency: at most this many timed calls a graph",
+           type=int),
+    Option("latency_max_seconds", p.positive_number, 90, "request latency: at most this long for the whole pass "
+           "(all graphs); the intervals then say how precise the figures are", type=float),
+    Option("footprint_rounds", p.at_least(1), 3, "memory and load time: fresh processes a graph (rotated order)",
+           type=int),
+    Option("batch_sizes", p.int_list(1), "1,8", "shape sweep: batch sizes (model-only throughput per batch size "
+           "and sequence length)", type=tuple[int, ...]),
+    Option("seq_lengths", p.int_list(3), "16,64,128", "shape sweep: sequence lengths in tokens, special tokens "
+           "included (real texts concatenated or truncated to exactly that many; longer than the model allows: "
+           "skipped with a note)", type=tuple[int, ...]),
+    Option("threads_sweep", p.int_list(1), None, "thread counts to time each ONNX graph at (batch 1, the benchmark "
+           "texts, model only), e.g. 1,2,4,8", type=tuple[int, ...] | None, default_text="none"),
+    Option("budgets", p.budgets, None, "upper bounds per variant glob, e.g. '*int8*=p99_ms:15;memory_mb:300' "
+           "(figures: p50_ms, p90_ms, p99_ms, memory_mb, model_memory_mb, load_ms, size_mb); a budget fails only "
+           "when the figure's whole interval lies above it", type=tuple, default_text="none"),
     Option("repeat", p.at_least(1), 1, "measure every variant's throughput N times, the whole matrix per repeat",
            type=int),
     Option("cross_machine", p.boolean, False, "compare with a run saved on a CPU with another fingerprint "

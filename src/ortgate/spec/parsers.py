@@ -128,3 +128,46 @@ def parse_label_map(spec: str | Mapping[str, str] | None) -> dict[str, str] | No
 
 def label_map(value: object, name: str) -> dict[str, str] | None:
     return _naming_the_setting(parse_label_map, value, name)
+
+
+def budgets(value: object, name: str):
+    from ortgate.spec.thresholds import parse_budgets
+
+    return _naming_the_setting(parse_budgets, value, name)
+
+
+def positive_number(value: object, name: str) -> float:
+    """A finite number > 0."""
+    try:
+        number = float(str(value))
+    except ValueError:
+        raise ConfigError(f"ortgate setting {name!r} must be a number, got {value!r}") from None
+    if not (number > 0 and number != float("inf")):
+        raise ConfigError(f"ortgate setting {name!r} must be a finite number > 0, got {value!r}")
+    return number
+
+
+def int_list(minimum: int) -> Parser:
+    """Integers >= minimum as a sorted tuple without repeats, or None (not set): comma-separated on the
+    command line (`1,8,32`), a list in [tool.ortgate] (`[1, 8, 32]`), or both (an option given twice)."""
+
+    def parse(value: object, name: str) -> tuple[int, ...] | None:
+        if value is None:
+            return None
+        items = value if isinstance(value, list | tuple) else [value]
+        parts = [p.strip() for item in items for p in str(item).split(",") if p.strip()]
+        if not parts:
+            raise ConfigError(f"ortgate setting {name!r} is empty; give integers, e.g. 1,8,32")
+        return tuple(sorted({_int_at_least(part, minimum, name) for part in parts}))
+
+    return parse
+
+
+def _int_at_least(part: str, minimum: int, name: str) -> int:
+    try:
+        number = int(part)
+    except ValueError:
+        raise ConfigError(f"ortgate setting {name!r} must list integers (e.g. 1,8,32), got {part!r}") from None
+    if number < minimum:
+        raise ConfigError(f"ortgate setting {name!r}: every value must be >= {minimum}, got {number}")
+    return number

@@ -134,3 +134,82 @@ def parse_speed_floors(spec: str | dict | None) -> tuple[tuple[str, SpeedFloor],
 
 def speed_floor_for(floors: tuple[tuple[str, SpeedFloor], ...], variant_id: str) -> SpeedFloor | None:
     return first_match(floors, variant_id)
+
+
+# ---------------------------------------------------------------- budgets
+
+# What a budget can bound (all upper bounds): the figure's name in a budget, and what it is.
+BUDGET_METRICS = {
+    "p50_ms": "median request latency (ms, single stream, batch 1, end to end)",
+    "p90_ms": "90th-percentile request latency (ms)",
+    "p99_ms": "99th-percentile request latency (ms)",
+    "memory_mb": "peak RSS of a fresh process serving the variant (MB: session creation and inference)",
+    "model_memory_mb": "peak RSS the variant adds to that process (MB: peak minus before loading)",
+    "load_ms": "session creation in a fresh process (cold load, ms)",
+    "size_mb": "model file size (MB)",
+}
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Upper bounds on a variant's figures, metric -> limit (see BUDGET_METRICS)."""
+
+    limits: tuple[tuple[str, float], ...]
+
+    def __str__(self) -> str:
+        return ", ".join(f"{metric} ≤ {limit:g}" for metric, limit in self.limits)
+
+
+def _budget(pattern: str, value: object) -> Budget:
+    if isinstance(value, str):  # the option's form: p99_ms:15;memory_mb:300
+        pairs = [p.partition(":")[::2] for p in filter(None, (s.strip() for s in value.split(";")))]
+    elif isinstance(value, dict):
+        pairs = list(value.items())
+    else:
+        raise ConfigError(f"budget {pattern!r}: write METRIC:LIMIT pairs (p99_ms:15;memory_mb:300) or a table "
+                          f"{{ p99_ms = 15 }}, got {value!r}")
+    limits = []
+    for metric, limit in pairs:
+        metric = str(metric).strip()
+        if metric not in BUDGET_METRICS:
+            raise ConfigError(f"budget {pattern!r}: unknown figure {metric!r}; known: {', '.join(BUDGET_METRICS)}")
+        try:
+            number = float(str(limit).strip())
+        except ValueError:
+            raise ConfigError(f"budget {pattern!r}: {metric} must be a number, got {limit!r}") from None
+        if not math.isfinite(number) or number < 0:
+            raise ConfigError(f"budget {pattern!r}: {metric} must be a finite number >= 0, got {limit!r}")
+        limits.append((metric, number))
+    if not limits:
+        raise ConfigError(f"budget {pattern!r} sets no limit")
+    return Budget(tuple(limits))
+
+
+def parse_budgets(spec: str | dict | None) -> tuple[tuple[str, Budget], ...]:
+    """`*int8*=p99_ms:15;memory_mb:300,onnx=size_mb:100` (the option) or the pyproject table
+    {"*int8*" = { p99_ms = 15, memory_mb = 300 }} → (variant glob, budget) pairs, in order."""
+    if spec is None:
+        return ()
+    if isinstance(spec, dict):
+        items = list(spec.items())
+    else:
+        items = []
+        for part in filter(None, (p.strip() for p in str(spec).split(","))):
+            pattern, sep, value = part.partition("=")
+            if not sep:
+                raise ConfigError(f"invalid budget {part!r}: write VARIANT_GLOB=METRIC:LIMIT[;METRIC:LIMIT], "
+                                  "e.g. '*int8*=p99_ms:15;memory_mb:300'")
+            items.append((pattern.strip(), value))
+    return tuple((str(pattern), _budget(str(pattern), value)) for pattern, value in items)
+
+
+def budget_for(budgets: tuple[tuple[str, Budget], ...], variant_id: str) -> dict[str, tuple[float, str]]:
+    """metric -> (limit, the pattern that set it): for each metric, the first matching pattern that bounds it."""
+    import fnmatch
+
+    out: dict[str, tuple[float, str]] = {}
+    for pattern, budget in budgets:
+        if fnmatch.fnmatchcase(variant_id, pattern):
+            for metric, limit in budget.limits:
+                out.setdefault(metric, (limit, pattern))
+    return out
