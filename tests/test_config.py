@@ -75,7 +75,7 @@ GOOD = {
     "bench_rounds": 2, "warmup_rounds": 0, "cycles": 4, "repeat": 2, "cross_machine": True,
     "latency_precision": 0.1, "latency_min_calls": 50, "latency_max_calls": 500, "latency_max_seconds": 30,
     "footprint_rounds": 2, "batch_sizes": "1,4", "seq_lengths": "32,64", "threads_sweep": "1,2",
-    "budgets": "*int8*=p99_ms:15;memory_mb:300",
+    "budgets": "*int8*=p99_ms:15;memory_mb:300", "cycle_precision": "off", "min_cycles": 4,
 }
 MATRIX = '[variants.mine]\nparent = "onnx"\noptimize = { level = 2 }\n'
 
@@ -146,6 +146,7 @@ BAD = {
     "warmup_rounds": -1, "cycles": 0, "repeat": 0, "cross_machine": "maybe", "latency_precision": 0,
     "latency_min_calls": 5, "latency_max_calls": "many", "latency_max_seconds": -1, "footprint_rounds": 0,
     "batch_sizes": "1,0", "seq_lengths": "2", "threads_sweep": "two", "budgets": "*int8*=p95_ms:15",
+    "cycle_precision": 2, "min_cycles": 1,
 }
 ANY_TEXT = {"model", "dataset", "split", "label_column", "structure_dir", "cache_dir", "results_dir", "known_good"}
 

@@ -221,3 +221,17 @@ def test_holm_matches_the_step_down_procedure():
     assert holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
     assert holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])
     assert holm([]) == []
+
+
+def test_ratios_within_stops_only_when_every_ratio_is_tight():
+    from ortgate.measure.stats import ratios_within
+
+    rng = np.random.default_rng(5)
+    base = rng.uniform(1.0, 1.5, 40)  # the machine's state per cycle, shared by every graph in that cycle
+    quiet = {"ref": base, "a": base / 2 * np.exp(rng.normal(0, 0.01, 40)),
+             "b": base / 3 * np.exp(rng.normal(0, 0.01, 40))}
+    noisy = {**quiet, "b": base / 3 * np.exp(rng.normal(0, 0.2, 40))}
+    refs = {"a": "ref", "b": "ref"}
+    assert ratios_within(quiet, refs, 0.02)  # sd 1%, 40 cycles: half-width ~0.3%
+    assert not ratios_within(noisy, refs, 0.02)  # one noisy graph keeps the round-robin going
+    assert not ratios_within({k: v[:2] for k, v in quiet.items()}, refs, 0.5)  # two cycles tell nothing

@@ -153,7 +153,8 @@ class RunSession:
         latency = {"precision": s.latency_precision, "min_calls": s.latency_min_calls,
                    "max_calls": s.latency_max_calls, "max_seconds": s.latency_max_seconds}
         return SpeedMeter(self.plan, self.data.texts[: s.bench_samples], s.bench_rounds, s.warmup_rounds,
-                          s.confidence, s.cycles, self.log, latency_settings=latency)
+                          s.confidence, s.cycles, s.cycle_precision, s.min_cycles, self.log,
+                          latency_settings=latency)
 
     @cached_property
     def footprints(self) -> FootprintMeter:

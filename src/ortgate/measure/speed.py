@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from ortgate.build.plan import BuildPlan
 from ortgate.measure.latency import LatencyPass, LatencyStats, TimerOverhead, request_workload, timer_overhead
 from ortgate.measure.shapes import ShapeSpeed, calls_lasting, shape_features, threads_predictor
-from ortgate.measure.stats import distribution, paired_ratio_interval
+from ortgate.measure.stats import distribution, paired_ratio_interval, ratios_within
 from ortgate.measure.throughput import (
     RoundRobin,
     Speed,
@@ -76,7 +76,9 @@ class SpeedMeter:
     rounds: int = 5
     warmup_rounds: int = 1
     confidence: float = 0.95
-    cycles: int = 24  # round-robin cycles per mode
+    cycles: int = 24  # round-robin cycles per mode: at most this many
+    cycle_precision: float | None = None  # stop a mode's cycles once every ratio is known to within this share
+    min_cycles: int = 8  # ... but not before this many
     log: Callable[[str], None] = print
     interleaved_seconds: dict[str, dict[str, list[float]]] = field(default_factory=dict)  # mode -> id -> cycles
     _robins: dict[str, RoundRobin] = field(default_factory=dict)
@@ -151,9 +153,24 @@ class SpeedMeter:
 
                 with tqdm(total=self.cycles, initial=min(robin.cycles, self.cycles), desc=f"round-robin {mode}",
                           unit="cycle", disable=robin.cycles >= self.cycles) as bar:
-                    robin.run(self.cycles, on_cycle=lambda: bar.update(1))
+                    robin.run(self.cycles, on_cycle=lambda: bar.update(1), enough=lambda: self.precise(robin))
             self.interleaved_seconds[mode] = {vid: list(t) for vid, t in robin.times.items()}
+            if robin.cycles < self.cycles:
+                self.log(f"[ortgate] round-robin {mode}: every ratio within ±{self.cycle_precision:.0%} after "
+                         f"{robin.cycles} cycles (at most {self.cycles})")
         return self.interleaved_seconds[mode]
+
+    def precise(self, robin: RoundRobin) -> bool:
+        """Whether every graph's speed ratio to its reference (the export for an ONNX graph, as `ortgate compare`
+        takes it; the baseline for the export) is known to within `cycle_precision`, after at least `min_cycles`
+        cycles (`stats.ratios_within`). Always False when `cycle_precision` is None (fixed cycles)."""
+        if self.cycle_precision is None or robin.cycles < self.min_cycles:
+            return False
+        from ortgate.spec.variants import EXPORT_ID
+
+        reference = {vid: EXPORT_ID if vid != EXPORT_ID and EXPORT_ID in robin.times else BASELINE_ID
+                     for vid in robin.times if vid != BASELINE_ID}
+        return ratios_within(robin.times, reference, self.cycle_precision, self.confidence)
 
     def measured_as(self, variant_id: str) -> str:
         """The id whose timings stand for this variant's: its byte-identical original, or itself."""

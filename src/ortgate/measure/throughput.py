@@ -119,9 +119,11 @@ class RoundRobin:
             self.workloads[name]()
             self.times[name].append(time.perf_counter() - started)
 
-    def run(self, cycles: int, on_cycle: Callable[[], None] | None = None) -> dict[str, list[float]]:
-        """Run cycles until there are `cycles` of them; the times."""
-        while self.cycles < cycles:
+    def run(self, cycles: int, on_cycle: Callable[[], None] | None = None,
+            enough: Callable[[], bool] | None = None) -> dict[str, list[float]]:
+        """Run cycles until there are `cycles` of them, or until `enough()` says so (checked after each); the
+        times."""
+        while self.cycles < cycles and not (enough is not None and enough()):
             self()
             if on_cycle is not None:
                 on_cycle()

@@ -304,7 +304,9 @@ class MeasureSettings:
     warmup_rounds: int
     repeat: int
     speed_mode: str = SPEED_MODE
-    cycles: int | None = None  # round-robin cycles per mode (None: the run measured none)
+    cycles: int | None = None  # round-robin cycles per mode, at most (None: the run measured none)
+    cycle_precision: float | None = None  # the precision target that may stop them earlier (None: fixed cycles)
+    min_cycles: int | None = None
 
 
 @dataclass(frozen=True)

@@ -184,8 +184,13 @@ def _interleaved(result: RunResult) -> list[str]:
     if not rows:
         return []
     modes = sorted({m for r in rows for m in r.interleaved})
-    lines = ["", f"## Same-run speed, round-robin ({result.settings.cycles} cycles: every graph in turn, cycle after "
-             f"cycle), ratio to {result.baseline}", "", "| variant | " + " | ".join(modes) + " |",
+    ran = ", ".join(f"{m} {len(next(r.interleaved[m] for r in rows if m in r.interleaved).cycle_seconds)}"
+                    for m in modes)
+    settings = result.settings
+    rule = (f"at most {settings.cycles}, fewer once every ratio was within ±{settings.cycle_precision:.0%}"
+            if settings.cycle_precision else f"{settings.cycles}")
+    lines = ["", f"## Same-run speed, round-robin (cycles: {ran}; {rule}; every graph in turn, cycle after cycle), "
+             f"ratio to {result.baseline}", "", "| variant | " + " | ".join(modes) + " |",
              "|---" * (len(modes) + 1) + "|"]
     for r in rows:
         cells = [f"{x.ratio:.2f}x [{x.interval[0]:.2f}, {x.interval[1]:.2f}]" if (x := r.interleaved.get(m)) else "–"

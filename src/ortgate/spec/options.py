@@ -111,9 +111,14 @@ OPTIONS: tuple[Option, ...] = (
     Option("bench_samples", p.at_least(1), 128, "texts per benchmark round", type=int),
     Option("bench_rounds", p.at_least(1), 5, "benchmark rounds per variant", type=int),
     Option("warmup_rounds", p.at_least(0), 1, "untimed warm-up rounds before each benchmark", type=int),
-    Option("cycles", p.at_least(1), 24, "round-robin cycles per mode: every variant and the baseline timed in "
-           "turn, one pass over the benchmark texts each; speed ratios, speed floors and `ortgate compare` rest "
-           "on them", type=int),
+    Option("cycles", p.at_least(1), 24, "round-robin cycles per mode, at most: every variant and the baseline "
+           "timed in turn, one pass over the benchmark texts each; speed ratios, speed floors and `ortgate compare` "
+           "rest on them", type=int),
+    Option("cycle_precision", p.fraction_or_off, 0.02, "stop a mode's round-robin once every graph's speed ratio "
+           "to its reference is known to within this share (half-width of its t interval at the run's "
+           "confidence), after --ortgate-min-cycles; 'off': always run --ortgate-cycles", type=float | None),
+    Option("min_cycles", p.at_least(3), 8, "round-robin cycles per mode before the precision target may stop it",
+           type=int),
     Option("latency_precision", p.fraction(), 0.05, "request latency: stop timing once every graph's p99 is known "
            "to within this share (the relative half-width of its order-statistic interval at the run's confidence)",
            type=float),

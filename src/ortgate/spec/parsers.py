@@ -171,3 +171,11 @@ def _int_at_least(part: str, minimum: int, name: str) -> int:
     if number < minimum:
         raise ConfigError(f"ortgate setting {name!r}: every value must be >= {minimum}, got {number}")
     return number
+
+
+def fraction_or_off(value: object, name: str) -> float | None:
+    """A number in (0, 1), or "off" / false (None: the setting does nothing)."""
+    if value is None or value is False or str(value).strip().lower() in ("off", "none", "false"):
+        return None
+    return fraction()(value, name)
+
