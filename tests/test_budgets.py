@@ -56,3 +56,9 @@ def test_checks_fail_over_budget_and_unmeasured_figures_and_skip_variants_withou
     b = checks.check("b")
     assert not b.passed and "not measured" in b.message  # a budget nobody could check never passes
     assert checks.check("c") is None
+
+
+def test_an_interval_open_above_never_passes_a_budget():
+    item = BudgetItem("p99_ms", 15.0, "*", 12.0, (11.0, float("inf")))  # too few calls to bound the p99
+    assert item.outcome == "inconclusive"
+    assert BudgetItem("p99_ms", 10.0, "*", 12.0, (11.0, float("inf"))).outcome == "FAIL"

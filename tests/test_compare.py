@@ -153,3 +153,49 @@ def test_an_onnx_graph_is_timed_against_the_export_and_the_export_against_the_ba
     rows = {r.variant: r for r in compare_runs([loaded(1, s) for s in range(3)], [loaded(3, s) for s in range(3, 6)])}
     assert rows["int8"].reference == "onnx" and rows["int8"].verdict == "no change"
     assert rows["onnx"].reference == "pytorch" and rows["onnx"].verdict == "improvement"
+
+
+def deployment_run(p99: dict, peak: dict, load: dict, seed: int = 0, sd: float = 0.0):
+    """A run record with request latency and footprints (no round-robin): p99 ms, peak RSS MB, load ms per
+    variant, each wandering between runs with a log-sd of `sd` (seeded)."""
+    from ortgate.record.result import FootprintResult, LatencyResult
+
+    rng = np.random.default_rng(seed)
+    variants = []
+    for v in p99:
+        e = float(np.exp(rng.normal(0, sd))) if sd else 1.0
+        q = p99[v] * e
+        latency = LatencyResult(1000, q / 3, q / 2, q, q * 1.5, q / 2.5, {"p50": (q / 3.1, q / 2.9),
+                                "p90": (q / 2.1, q / 1.9), "p99": (q * 0.9, q * 1.1)}, 0.95)
+        loads = tuple(load[v] * e * f for f in (1.0, 1.02, 0.98))
+        footprint = FootprintResult(3, 50.0, peak[v], peak[v] - 60, loads[0], (peak[v],) * 3, (peak[v] - 60,) * 3,
+                                    loads)
+        variants.append(VariantResult(v, latency=latency, footprint=footprint))
+    return make_run(variants)
+
+
+def test_deployment_rows_call_more_memory_and_a_longer_tail_regressions_against_the_reference():
+    base = {"p99": {"pytorch": 30.0, "onnx": 15.0, "int8": 10.0},
+            "peak": {"pytorch": 570.0, "onnx": 206.0, "int8": 110.0},
+            "load": {"pytorch": 110.0, "onnx": 160.0, "int8": 80.0}}
+    old = [deployment_run(base["p99"], base["peak"], base["load"], seed=s, sd=0.01) for s in range(3)]
+    worse = {"p99": {**base["p99"], "int8": 14.0}, "peak": {**base["peak"], "int8": 150.0},
+             "load": {**base["load"], "int8": 80.0}}
+    new = [deployment_run(worse["p99"], worse["peak"], worse["load"], seed=10 + s, sd=0.01) for s in range(3)]
+    rows = {(r.variant, r.mode): r for r in compare_runs(old, new)}
+    tail, memory, load = rows[("int8", "latency p99")], rows[("int8", "peak RSS")], rows[("int8", "load")]
+    assert tail.kind == "deployment" and tail.reference == "onnx"  # an ONNX graph's tail against the export's
+    assert tail.verdict == "regression" and tail.change == pytest.approx(0.4, abs=0.05)  # 10 → 14 ms: + is worse
+    assert memory.verdict == "regression" and memory.change == pytest.approx(40 / 110, abs=0.02)
+    assert memory.old == pytest.approx(110, rel=0.02) and memory.reference == ""
+    assert load.verdict == "no change" and rows[("onnx", "load")].reference == "pytorch"
+    assert ("onnx", "latency p99") not in rows  # PyTorch's tail is no reference (it moves with the machine)
+    assert rows[("pytorch", "peak RSS")].verdict == "no change"
+    [back] = [r for r in compare_runs(new, old) if (r.variant, r.mode) == ("int8", "peak RSS")]
+    assert back.verdict == "improvement"
+    md = render_markdown(list(rows.values()), "old", "new")
+    assert "| int8 | latency p99 | onnx |" in md and "| int8 | peak RSS | – | 110 | 150 |" in md
+    # A new run that did not measure the footprints is no silent pass.
+    bare = [make_run([VariantResult(v, latency=r.latency) for r in n.variants for v in [r.variant]]) for n in new]
+    missing = [r for r in compare_runs(old, bare) if r.mode in ("peak RSS", "load")]
+    assert missing and all(r.verdict == "regression" and "missing" in r.note for r in missing)

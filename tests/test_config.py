@@ -166,3 +166,8 @@ def test_the_removed_size_rule_names_its_replacement_and_the_share_accepts_one(t
     assert resolve_settings({"int8_min_weight_share": "1"}, {}, tmp_path).int8_min_weight_share == 1.0
     with pytest.raises(ConfigError, match="'int8_min_weight_share' must be between 0 and 1"):
         resolve_settings({"int8_min_weight_share": "1.5"}, {}, tmp_path)
+
+
+def test_a_latency_minimum_above_its_maximum_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match="'latency_min_calls' \\(500\\) is more than 'latency_max_calls' \\(100\\)"):
+        resolve_settings({"latency_min_calls": "500", "latency_max_calls": "100"}, {}, tmp_path)

@@ -15,8 +15,8 @@ from ortgate.measure.footprint import (
     Footprint,
     FootprintError,
     Probe,
+    _reset_high_water_mark,
     load_inputs,
-    load_ratio,
     measure_footprints,
     round_order,
     save_inputs,
@@ -67,6 +67,9 @@ def test_every_probe_reports_sane_memory_and_times(measured):
     assert [f.variant for f in seen] == ["small", "big", "torch"] + ["torch", "big", "small"]  # round 1 reversed
     for variant, footprints in results.items():
         assert [f.round for f in footprints] == [0, 1]
+        # VmHWM, reset before the load, where the kernel allows the reset (this process tries it too)
+        expected_source = ("VmHWM" if _reset_high_water_mark() else
+                           "VmHWM since start" if Path("/proc/self/status").exists() else "ru_maxrss")
         for f in footprints:
             assert f.variant == variant and f.calls == 3
             assert f.peak_rss_mb >= f.rss_before_load_mb > 0
@@ -75,7 +78,7 @@ def test_every_probe_reports_sane_memory_and_times(measured):
             assert f.peak_rss_mb >= f.sampled_peak_rss_mb > 0
             assert f.model_rss_mb == pytest.approx(f.peak_rss_mb - f.rss_before_load_mb)
             assert f.load_seconds > 0 and f.inference_seconds > 0
-            assert f.peak_source == "VmHWM"
+            assert f.peak_source == expected_source
     assert any("footprints" in line for line in lines)
 
 
@@ -168,19 +171,11 @@ def _footprint(variant: str, round_index: int, load: float, peak: float) -> Foot
                      peak - 50.0, load, 0.1, 3, "VmHWM")
 
 
-def test_summary_takes_medians_and_keeps_every_rounds_load_time():
+def test_summary_takes_medians():
     footprints = [_footprint("v", r, load, peak) for r, (load, peak) in enumerate([(0.3, 90), (0.1, 80), (0.2, 70)])]
     summary = summarize(footprints)
     assert (summary.rounds, summary.peak_rss_mb, summary.model_rss_mb, summary.load_seconds) == (3, 80, 30, 0.2)
-    assert summary.load_seconds_per_round == (0.3, 0.1, 0.2)
-    assert summary.as_dict()["load_seconds_per_round"] == (0.3, 0.1, 0.2)
     with pytest.raises(ValueError):
         summarize([])
     with pytest.raises(ValueError, match="several"):
         summarize([footprints[0], _footprint("w", 0, 0.1, 80)])
-
-
-def test_load_ratio_pairs_rounds():
-    reference = [_footprint("ref", r, load, 80) for r, load in enumerate([0.1, 0.2, 0.4])]
-    variant = [_footprint("v", r, load, 80) for r, load in enumerate([0.2, 0.4, 0.8])]
-    assert load_ratio(variant, reference) == pytest.approx(2.0)  # each round's 2x, whatever the drift

@@ -63,11 +63,11 @@ def test_latency_pass_rotates_blocks_and_stops_at_the_first_cap_it_meets():
 
 
 def test_latency_pass_stops_once_converged_after_the_minimum():
-    robin = LatencyPass({"a": lambda i: None}, block=50, min_calls=100, max_calls=10_000, max_seconds=60,
-                        precision=10.0)  # any interval is within ±1000%: converged as soon as the minimum is met
+    robin = LatencyPass({"a": lambda i: None}, block=50, min_calls=500, max_calls=10_000, max_seconds=60,
+                        precision=10.0)  # any bounded interval is within ±1000%: converged once the minimum is met
     robin.run()
-    assert robin.stopped == "converged" and len(robin.times_ns["a"]) == 100
-    assert robin.stats("a").calls == 100
+    assert robin.stopped == "converged" and len(robin.times_ns["a"]) == 500
+    assert robin.stats("a").calls == 500
 
 
 def test_latency_pass_refuses_no_variants():
@@ -95,3 +95,22 @@ def test_a_request_tokenizes_one_text_and_takes_the_argmax():
 def test_timer_overhead_is_measured_not_assumed():
     overhead = timer_overhead(reads=1000)
     assert overhead.reads == 1000 and 0 <= overhead.median_ns <= overhead.p99_ns
+
+
+def test_too_few_calls_leave_a_tail_quantile_unbounded_above():
+    """50 calls cannot bound p99 (the true p99 lies above the largest of them with probability 0.99**50 ≈ 0.6):
+    the interval is open above, where a percentile bootstrap would stop at the largest call."""
+    x = np.sort(np.random.default_rng(2).lognormal(1.0, 0.3, 50))
+    low, high = order_statistic_interval(x, 0.99, 0.95)
+    assert high == float("inf") and low <= np.quantile(x, 0.99)
+    s = latency_stats(x, resamples=200)
+    assert s.exact_intervals["p99"][1] is None and s.intervals["p99"][1] <= x.max()
+    assert s.exact_intervals["p50"][1] is not None  # the median is bounded by 50 calls
+
+
+def test_latency_pass_refuses_a_minimum_above_its_maximum_and_caps_the_block():
+    with pytest.raises(ValueError, match="min_calls"):
+        LatencyPass({"a": lambda i: None}, min_calls=500, max_calls=100)
+    robin = LatencyPass({"a": lambda i: None}, block=50, min_calls=10, max_calls=20, precision=1e-9)
+    robin.run()
+    assert robin.block == 20 and len(robin.times_ns["a"]) == 20 and robin.stopped == "max calls"

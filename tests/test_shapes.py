@@ -6,14 +6,7 @@ import pytest
 from ortgate.build.runtime import OnnxPredictor, TorchPredictor
 from ortgate.errors import ConfigError
 from ortgate.measure import shapes
-from ortgate.measure.shapes import (
-    ShapeSpeed,
-    best_threads,
-    exact_length_batch,
-    exact_length_texts,
-    shape_features,
-    time_shape,
-)
+from ortgate.measure.shapes import ShapeSpeed, calls_lasting, exact_length_batch, exact_length_texts, shape_features
 from ortgate.sources.tiny_models import ARCHITECTURES, TOKENIZERS
 from ortgate.spec.parsers import int_list
 
@@ -97,34 +90,15 @@ def test_shape_features_are_what_encode_gives_the_joined_text_truncated_to_seq_l
         np.testing.assert_array_equal(encoded[name], features[name])
 
 
-def test_time_shape_uses_the_median_round_and_rounds_last_long_enough():
-    calls = []
-    samples_per_s, per_call = time_shape(lambda: calls.append(1), batch=8, min_seconds=0.05, rounds=5)
-    assert len(per_call) == 5
-    assert samples_per_s == pytest.approx(8 / sorted(per_call)[2])
-    assert len(calls) * min(per_call) >= 0.05 * 0.5  # many calls: rounds are not a single tiny call
+def test_calls_lasting_grows_the_count_until_a_run_of_calls_lasts_long_enough(monkeypatch):
+    clock = [0.0]  # a fake clock: each call of the run takes 2 ms
 
+    def run():
+        clock[0] += 0.002
 
-def test_timed_rounds_call_a_slow_run_once_a_round():
-    import time
-
-    count = []
-    per_call, calls_per_round = shapes.timed_rounds(lambda: (count.append(1), time.sleep(0.02)), 0.02, 3, 1)
-    assert calls_per_round == 1 and len(per_call) == 3
-    assert len(count) == 1 + 1 + 3  # warm-up, the sizing call, three rounds
-    assert min(per_call) >= 0.02
-
-
-def test_sweeps_measure_every_shape_and_thread_count(onnx_model):
-    predictor = OnnxPredictor(onnx_model, 1, 32)
-    speeds = shapes.sweep_shapes(predictor, "onnx", TEXTS, [1, 4], [8, 16], threads=1, min_seconds=0.02, rounds=3)
-    assert [(s.batch, s.seq_len) for s in speeds] == [(1, 8), (1, 16), (4, 8), (4, 16)]
-    assert all(s.samples_per_s > 0 and s.calls >= 3 and s.seconds > 0 for s in speeds)
-    with pytest.raises(ValueError, match=r"\[64\] exceed the model's limit of 32"):
-        shapes.sweep_shapes(predictor, "onnx", TEXTS, [1], [16, 64], threads=1)
-    by_threads = shapes.sweep_threads(onnx_model, "onnx", TEXTS, [1, 2], 2, 16, 32, min_seconds=0.02, rounds=3)
-    assert [s.threads for s in by_threads] == [1, 2]
-    assert best_threads(by_threads)["onnx"].samples_per_s == max(s.samples_per_s for s in by_threads)
+    monkeypatch.setattr(shapes.time, "perf_counter", lambda: clock[0])
+    assert calls_lasting(run, 0.02) == 10
+    assert calls_lasting(lambda: clock.__setitem__(0, clock[0] + 0.05), 0.02) == 1  # one long call is enough
 
 
 def test_shape_speed_is_a_flat_record():

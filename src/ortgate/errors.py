@@ -40,3 +40,22 @@ class NotApplicable(BuildError):
 
 class DownloadError(OrtgateError):
     """A package that carries the default model or data could not be fetched or verified."""
+
+
+class Once:
+    """A measurement a run makes once: its result, or the failure it raised, raised again to every later caller
+    (a failed pass is not run again by each test that asks for it)."""
+
+    def __init__(self, compute) -> None:
+        self.compute, self.result, self.error = compute, None, None
+
+    def __call__(self):
+        if self.error is not None:
+            raise self.error
+        if self.result is None:
+            try:
+                self.result = self.compute()
+            except Exception as exc:
+                self.error = exc
+                raise
+        return self.result

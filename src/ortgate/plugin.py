@@ -142,7 +142,9 @@ def ortgate_repeat() -> int:
 @pytest.fixture(scope="session")
 def ortgate(pytestconfig: pytest.Config) -> RunSession:
     """The run's `RunSession`, shared by every test: its stages `plan` (builds, predictors), `evaluator`,
-    `gates` (accuracy), `meter` (speeds), `floors` (speed floors) and `structures` (graph checks)."""
+    `gates` (accuracy), `meter` (speeds, request latency), `shapes` (shape and thread sweeps), `footprints`
+    (memory and load), `roofline` (the CPU's limit), `floors` (speed floors), `budgets` and `structures`
+    (graph checks)."""
     return _run_session(pytestconfig)
 
 
@@ -259,7 +261,7 @@ def benchmark_footprints(benchmark, ortgate: RunSession) -> dict:
 def benchmark_shape(benchmark, ortgate: RunSession, variant_id: str, batch: int, seq_len: int):
     """Model-only throughput of one variant at one shape (every row exactly `seq_len` tokens), with
     pytest-benchmark's fixture, grouped by shape; recorded in the run (and returned). None: benchmarks disabled."""
-    meter = ortgate.meter
+    meter = ortgate.shapes
     run, rounds = meter.shape_workload(variant_id, batch, seq_len)
     benchmark.group = f"shape b{batch} s{seq_len}"
     benchmark.extra_info.update({"variant": variant_id, "batch_size": batch, "seq_len": seq_len,
@@ -275,7 +277,7 @@ def benchmark_shape(benchmark, ortgate: RunSession, variant_id: str, batch: int,
 
 def benchmark_threads(benchmark, ortgate: RunSession, variant_id: str, threads: int):
     """Model-only throughput of one ONNX variant at another thread count (batch 1, the benchmark texts)."""
-    meter = ortgate.meter
+    meter = ortgate.shapes
     run, rounds = meter.threads_workload(variant_id, threads)
     benchmark.group = "threads b1 (benchmark texts)"
     benchmark.extra_info.update({"variant": variant_id, "threads": threads, "batch_size": 1, "mode": "model-only"})

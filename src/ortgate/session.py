@@ -11,7 +11,6 @@ parents and the baseline). Knows nothing about pytest; `plugin.py` drives it.
 from __future__ import annotations
 
 import contextlib
-import statistics
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from ortgate.cache import Cache
 from ortgate.errors import ModelError, OrtgateError
 from ortgate.measure.evaluation import Evaluator
 from ortgate.measure.footprint import FootprintMeter
+from ortgate.measure.shapes import ShapeMeter
 from ortgate.measure.speed import SpeedMeter
 from ortgate.record.collect import RunStages, collect_result
 from ortgate.record.known_good import known_good_from_run_record
@@ -31,8 +31,8 @@ from ortgate.sources.data import EvalData, load_eval_data
 from ortgate.sources.default_model import BUILTIN_PREFIX, BuiltinModel, builtin_model, ensure_builtin_model
 from ortgate.sources.models import ModelSource, load_model_source, load_tokenizer
 from ortgate.spec.settings import Settings
-from ortgate.spec.variants import BASELINE_ID, VariantSet
-from ortgate.verdict.budgets import BudgetChecks
+from ortgate.spec.variants import VariantSet
+from ortgate.verdict.budgets import BudgetChecks, run_figures
 from ortgate.verdict.checks import AccuracyGates, SpeedFloors
 from ortgate.verdict.known_good import BuildVerdict, KnownGood, build_failure_verdict, known_good_from_structures
 from ortgate.verdict.structure import StructureRecords
@@ -157,6 +157,10 @@ class RunSession:
                           latency_settings=latency)
 
     @cached_property
+    def shapes(self) -> ShapeMeter:
+        return ShapeMeter(self.meter)
+
+    @cached_property
     def footprints(self) -> FootprintMeter:
         s = self.settings
         return FootprintMeter(self.meter, self.model.path, s.threads, s.footprint_rounds, self.log,
@@ -171,21 +175,7 @@ class RunSession:
 
     @cached_property
     def budgets(self) -> BudgetChecks:
-        return BudgetChecks(self.settings.budgets, self.budget_figure)
-
-    def budget_figure(self, variant_id: str, metric: str):
-        """(value, interval) of a budget's figure, measured on first use (see `verdict.budgets`)."""
-        if metric in ("p50_ms", "p90_ms", "p99_ms"):
-            stats = self.meter.request_latency(variant_id)
-            return getattr(stats, metric), stats.intervals[metric.removesuffix("_ms")]
-        if metric == "size_mb":
-            size = (self.plan.built(variant_id).size_bytes if variant_id != BASELINE_ID
-                    else sum(p.stat().st_size for p in self.model.path.glob("*.safetensors"))) / 1e6
-            return size, (size, size)
-        rounds = self.footprints.rounds(variant_id)
-        values = {"memory_mb": [f.peak_rss_mb for f in rounds], "model_memory_mb": [f.model_rss_mb for f in rounds],
-                  "load_ms": [f.load_seconds * 1e3 for f in rounds]}[metric]
-        return statistics.median(values), (min(values), max(values))
+        return BudgetChecks(self.settings.budgets, run_figures(self.meter, self.footprints, self.model.path))
 
     @cached_property
     def floors(self) -> SpeedFloors:
@@ -224,7 +214,7 @@ class RunSession:
         if "plan" not in self.__dict__:
             return None
         return RunStages(self.plan, self.evaluator, self.gates, self.meter, self.floors, self.structures,
-                         self.footprints, self.roofline, self.budgets)
+                         self.footprints, self.roofline, self.budgets, self.shapes)
 
     @property
     def has_results(self) -> bool:

@@ -5,7 +5,7 @@ others shares their allocator arenas and thread pools, and the first session of 
 (libraries mapped, thread pool started) that later ones skip. So the parent saves the tokenized inputs
 once, and every probe runs `python -m ortgate.measure.footprint <request.json>` in a new process, which
 imports only numpy, psutil and onnxruntime (and ortgate.build.runtime for the very session options the suite
-uses; its tqdm import adds ~10 MB to the baseline, not to the variant's cost) or, for the PyTorch baseline,
+uses; it imports tqdm only where it draws a bar, which saved ~10 MB of the baseline) or, for the PyTorch baseline,
 torch and transformers (its real cold start); notes its RSS, creates the session (timed: `load_seconds`),
 runs each input once and writes what it saw to a JSON file.
 
@@ -33,7 +33,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ortgate.errors import OrtgateError
+from ortgate.errors import Once, OrtgateError
 from ortgate.files import atomic_write_text
 from ortgate.measure.rotation import round_order
 
@@ -86,7 +86,7 @@ class Footprint:
 
 @dataclass(frozen=True)
 class FootprintSummary:
-    """A variant's footprint over rounds: medians, and every round's load time for paired ratios later."""
+    """A variant's footprint over rounds: the medians (each round's figures stay in its `Footprint`)."""
 
     variant: str
     kind: str
@@ -96,7 +96,6 @@ class FootprintSummary:
     model_rss_mb: float
     load_rss_mb: float
     load_seconds: float
-    load_seconds_per_round: tuple[float, ...]
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -113,16 +112,7 @@ def summarize(footprints: Sequence[Footprint]) -> FootprintSummary:
         return statistics.median(getattr(f, field) for f in footprints)
 
     return FootprintSummary(first.variant, first.kind, len(footprints), median("file_mb"), median("peak_rss_mb"),
-                            median("model_rss_mb"), median("load_rss_mb"), median("load_seconds"),
-                            tuple(f.load_seconds for f in footprints))
-
-
-def load_ratio(footprints: Sequence[Footprint], reference: Sequence[Footprint]) -> float:
-    """Median over rounds of load_seconds / the reference's in the same round: a slow round slows both."""
-    pairs = list(zip(footprints, reference, strict=True))
-    if not pairs:
-        raise ValueError("need at least one round of both")
-    return statistics.median(f.load_seconds / r.load_seconds for f, r in pairs)
+                            median("model_rss_mb"), median("load_rss_mb"), median("load_seconds"))
 
 
 def measure_footprints(probes: Sequence[Probe], features: Sequence[Mapping], threads: int, rounds: int = 3,
@@ -303,6 +293,11 @@ def _torch_weights(model_dir: Path) -> list[Path]:
     return list(model_dir.glob("*.safetensors")) or list(model_dir.glob("*.bin"))
 
 
+def weights_bytes(model_dir: Path) -> int:
+    """The size of a Hugging Face model folder's weights (0: none found)."""
+    return sum(p.stat().st_size for p in _torch_weights(Path(model_dir)))
+
+
 def _onnx_loader(path: Path, threads: int):
     """(load, run, file bytes): onnxruntime only. The imports happen here, before the baseline RSS."""
     import onnxruntime as ort
@@ -316,8 +311,11 @@ def _onnx_loader(path: Path, threads: int):
 
     def run(session, features: list[dict]) -> None:
         names = [i.name for i in session.get_inputs()]
+        missing = [n for n in names if n not in features[0]]
+        if missing:
+            raise KeyError(f"the graph takes input(s) {missing} that the saved inputs lack ({sorted(features[0])})")
         for feature in features:
-            session.run(None, {n: feature[n] for n in names if n in feature})
+            session.run(None, {n: feature[n] for n in names})
 
     return load, run, model.stat().st_size if model.exists() else 0
 
@@ -402,30 +400,38 @@ class FootprintMeter:
                  progress_scope: Callable = None) -> None:
         self.meter, self.model_path, self.threads, self.rounds_wanted = meter, Path(model_path), threads, rounds
         self.log, self.progress_scope = log, progress_scope
-        self.results: dict[str, list[Footprint]] = {}
+        self._once = Once(self._measure)
+
+    @property
+    def results(self) -> dict[str, list[Footprint]]:
+        """What `measure` found ({} before it ran)."""
+        return self._once.result or {}
 
     def measure(self) -> dict[str, list[Footprint]]:
-        if not self.results:
-            import contextlib
+        """Once per run; a failure is raised again to every later caller, no probe is run again."""
+        return self._once()
 
-            import numpy as np
+    def _measure(self) -> dict[str, list[Footprint]]:
+        import contextlib
 
-            from ortgate.spec.variants import BASELINE_ID
+        import numpy as np
 
-            plan = self.meter.plan
-            plan.build_all()
-            ids = self.meter.interleaved_ids()
-            probes = [Probe(vid, "pytorch", self.model_path) if vid == BASELINE_ID
-                      else Probe(vid, "onnx", plan.built(vid).onnx_path) for vid in ids]
-            onnx_ids = [vid for vid in ids if vid != BASELINE_ID]
-            # The export's tokenized inputs: every ONNX graph of one model takes the same input names (a variant
-            # that dropped one is fed by name, so extra names are dropped in the child).
-            predictor = plan.predictor(onnx_ids[0] if onnx_ids else BASELINE_ID)
-            features = [{k: np.asarray(v) for k, v in predictor.encode([t]).items()} for t in self.meter.texts]
-            scope = self.progress_scope() if self.progress_scope else contextlib.nullcontext()
-            with scope:
-                self.results = measure_footprints(probes, features, self.threads, self.rounds_wanted, log=self.log)
-        return self.results
+        from ortgate.spec.variants import BASELINE_ID
+
+        plan = self.meter.plan
+        plan.build_all()
+        ids = self.meter.interleaved_ids()
+        probes = [Probe(vid, "pytorch", self.model_path) if vid == BASELINE_ID
+                  else Probe(vid, "onnx", plan.built(vid).onnx_path) for vid in ids]
+        # Every input any graph takes, as its own predictor encodes it (graphs of one model may differ: one may
+        # have dropped token_type_ids); each child feeds its session the names it declares.
+        by_inputs = {tuple(getattr(plan.predictor(v), "input_names", ())): v for v in ids if v != BASELINE_ID}
+        encoders = list(by_inputs.values()) or [BASELINE_ID]
+        features = [{k: np.asarray(v) for vid in encoders for k, v in plan.predictor(vid).encode([t]).items()}
+                    for t in self.meter.texts]
+        scope = self.progress_scope() if self.progress_scope else contextlib.nullcontext()
+        with scope:
+            return measure_footprints(probes, features, self.threads, self.rounds_wanted, log=self.log)
 
     def rounds(self, variant_id: str) -> list[Footprint]:
         return self.measure()[self.meter.measured_as(variant_id)]

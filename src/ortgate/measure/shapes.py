@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from ortgate.build.runtime import OnnxPredictor, Predictor, TorchPredictor
+from ortgate.measure.throughput import workload
 from ortgate.sources.inputs import select_inputs
 
 # ------------------------------------------------------------------ exact-length inputs
@@ -150,31 +151,10 @@ class ShapeSpeed:
         return asdict(self)
 
 
-def timed_rounds(run: Callable[[], None], min_seconds: float = 0.5, rounds: int = 5,
-                 warmup: int = 1) -> tuple[list[float], int]:
-    """Seconds per call in each of `rounds` rounds, and the calls per round.
-
-    Every round makes the same number of calls, enough for a round to last min_seconds / rounds: a long
-    batch-32 x 512 call runs once a round, a batch-1 x 16 call hundreds of times, so timer resolution and
-    waking the thread pool never dominate."""
-    if rounds < 1:
-        raise ValueError(f"need at least one round, got {rounds}")
-    for _ in range(max(warmup, 1)):
-        run()
-    calls = calls_lasting(run, min_seconds / rounds)
-    per_call = []
-    for _ in range(rounds):
-        started = time.perf_counter()
-        for _ in range(calls):
-            run()
-        per_call.append((time.perf_counter() - started) / calls)
-    return per_call, calls
-
-
 def calls_lasting(run: Callable[[], None], seconds: float) -> int:
     """How many calls of `run` last at least `seconds`, found by timing growing runs of calls (as timeit's
-    autorange does). One call's time would not do: the first calls after loading are often several times
-    slower, and rounds sized from them came out at a sixth of the time asked for."""
+    autorange does). Warm `run` up first: the first calls after loading are often several times slower, and
+    rounds sized from them came out at a sixth of the time asked for."""
     calls = 1
     while True:
         started = time.perf_counter()
@@ -186,36 +166,6 @@ def calls_lasting(run: Callable[[], None], seconds: float) -> int:
         calls = max(calls + 1, math.ceil(calls * min(10.0, 1.2 * seconds / max(elapsed, 1e-9))))
 
 
-def time_shape(run: Callable[[], None], batch: int, min_seconds: float = 0.5, rounds: int = 5,
-               warmup: int = 1) -> tuple[float, list[float]]:
-    """(samples/s from the median round, seconds per call in each round) for a `run` that infers one batch."""
-    per_call, _ = timed_rounds(run, min_seconds, rounds, warmup)
-    return batch / statistics.median(per_call), per_call
-
-
-def measure_shape(predictor: Predictor, variant: str, texts: Sequence[str], batch: int, seq_len: int,
-                  threads: int, max_length: int | None = None, **timing) -> ShapeSpeed:
-    """Model-only speed of one shape: the batch is tokenized before timing, the loop body is `predictor.run`.
-    `timing` goes to `timed_rounds` (min_seconds, rounds, warmup)."""
-    features = shape_features(predictor, texts, seq_len, batch, max_length)
-    per_call, calls = timed_rounds(lambda: predictor.run(features), **timing)
-    return ShapeSpeed(variant, batch, seq_len, threads, batch / statistics.median(per_call),
-                      calls * len(per_call), sum(per_call) * calls)
-
-
-def sweep_shapes(predictor: Predictor, variant: str, texts: Sequence[str], batch_sizes: Sequence[int],
-                 seq_lengths: Sequence[int], threads: int, max_length: int | None = None,
-                 **timing) -> list[ShapeSpeed]:
-    """Every (batch, seq_len) pair, batch-major. Lengths are checked against the limit before anything is
-    timed, so a sweep that would fail at 512 fails in a second, not after minutes of the shorter ones."""
-    limit = max_length if max_length is not None else getattr(predictor, "max_length", None)
-    if limit is not None and (too_long := [n for n in seq_lengths if n > limit]):
-        raise ValueError(f"sequence lengths {too_long} exceed the model's limit of {limit} tokens; "
-                         f"measure lengths up to {limit}")
-    return [measure_shape(predictor, variant, texts, b, n, threads, limit, **timing)
-            for b in batch_sizes for n in seq_lengths]
-
-
 # ------------------------------------------------------------------ thread counts
 
 def threads_predictor(model_dir: Path, threads: int, max_length: int) -> OnnxPredictor:
@@ -225,22 +175,58 @@ def threads_predictor(model_dir: Path, threads: int, max_length: int) -> OnnxPre
     return OnnxPredictor(Path(model_dir), threads, max_length)
 
 
-def sweep_threads(model_dir: Path, variant: str, texts: Sequence[str], thread_counts: Sequence[int], batch: int,
-                  seq_len: int, max_length: int, **timing) -> list[ShapeSpeed]:
-    """One shape at each thread count, one session at a time (see `threads_predictor`). The counts run in
-    order, not interleaved: interleaving would need every session alive at once."""
-    speeds = []
-    for threads in thread_counts:
-        predictor = threads_predictor(model_dir, threads, max_length)
-        speeds.append(measure_shape(predictor, variant, texts, batch, seq_len, threads, max_length, **timing))
-        del predictor  # releases the session and its pool before the next one starts
-    return speeds
+class ShapeMeter:
+    """The run's shape and thread sweeps: model-only workloads of one variant at one shape (or thread count), whose
+    rounds pytest-benchmark times (the plugin), and the speeds they gave."""
 
+    def __init__(self, meter, round_seconds: float = 0.1) -> None:
+        self.meter = meter  # the run's SpeedMeter: its plan, benchmark texts and rounds
+        self.shape_round_seconds = round_seconds  # a round: enough calls of one batch to last this long
+        self.shape_speeds: dict[tuple[str, int, int, int], ShapeSpeed] = {}  # (id, batch, seq_len, threads)
+        self.thread_speeds: dict[tuple[str, int], ShapeSpeed] = {}  # (id, threads): batch 1, the benchmark texts
+        self._calls: dict[tuple, int] = {}
+        self._threads_session = None
 
-def best_threads(speeds: Sequence[ShapeSpeed]) -> dict[str, ShapeSpeed]:
-    """The fastest thread count per variant: the finding a threads sweep reports."""
-    best: dict[str, ShapeSpeed] = {}
-    for speed in speeds:
-        if speed.variant not in best or speed.samples_per_s > best[speed.variant].samples_per_s:
-            best[speed.variant] = speed
-    return best
+    def shape_workload(self, variant_id: str, batch: int, seq_len: int) -> tuple[Callable[[], None], int]:
+        """A round of model-only calls on one batch of `batch` rows of exactly `seq_len` tokens (real texts joined
+        or cut), as many calls as last `shape_round_seconds`; and the rounds to time."""
+        predictor = self.meter.plan.predictor(variant_id)
+        features = shape_features(predictor, self.meter.texts, seq_len, batch, self.meter.plan.max_length)
+
+        def call() -> None:
+            predictor.run(features)
+
+        for _ in range(2):  # warm: a cold first call would size the rounds too short
+            call()
+        calls = calls_lasting(call, self.shape_round_seconds)
+        self._calls[("shape", variant_id, batch, seq_len)] = calls
+
+        def run() -> None:
+            for _ in range(calls):
+                call()
+
+        return run, self.meter.rounds
+
+    def record_shape(self, variant_id: str, batch: int, seq_len: int, threads: int,
+                     round_seconds: Sequence[float]) -> ShapeSpeed:
+        calls = self._calls[("shape", variant_id, batch, seq_len)]
+        speed = ShapeSpeed(variant_id, batch, seq_len, threads, batch * calls / statistics.median(round_seconds),
+                           calls * len(round_seconds), float(sum(round_seconds)))
+        self.shape_speeds[(variant_id, batch, seq_len, threads)] = speed
+        return speed
+
+    def threads_workload(self, variant_id: str, threads: int) -> tuple[Callable[[], None], int]:
+        """A pass over the benchmark texts (batch 1, model only) in a session of the variant with `threads`
+        intra-op threads. Only one such extra session is kept (the previous one is dropped first): every spinning
+        pool beside the run's own sessions slows the others."""
+        self._threads_session = None
+        predictor = threads_predictor(self.meter.plan.built(variant_id).path, threads, self.meter.plan.max_length)
+        self._threads_session = predictor
+        return workload(predictor, self.meter.texts, "model-only"), self.meter.rounds
+
+    def record_threads(self, variant_id: str, threads: int, round_seconds: Sequence[float]) -> ShapeSpeed:
+        self._threads_session = None
+        speed = ShapeSpeed(variant_id, 1, 0, threads, len(self.meter.texts) / statistics.median(round_seconds),
+                           len(self.meter.texts) * len(round_seconds), float(sum(round_seconds)))
+        self.thread_speeds[(variant_id, threads)] = speed
+        return speed

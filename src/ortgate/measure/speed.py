@@ -15,8 +15,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from ortgate.build.plan import BuildPlan
+from ortgate.errors import Once
 from ortgate.measure.latency import LatencyPass, LatencyStats, TimerOverhead, request_workload, timer_overhead
-from ortgate.measure.shapes import ShapeSpeed, calls_lasting, shape_features, threads_predictor
 from ortgate.measure.stats import distribution, paired_ratio_interval, ratios_within
 from ortgate.measure.throughput import (
     RoundRobin,
@@ -88,13 +88,9 @@ class SpeedMeter:
     harness_checks: list[HarnessCheck] = field(default_factory=list)
     latency_settings: dict = field(default_factory=dict)  # LatencyPass keywords (precision, calls, seconds)
     latency_pass: LatencyPass | None = None
+    _latency_once: Once = field(init=False)
     latencies: dict[str, LatencyStats] = field(default_factory=dict)
     timer: TimerOverhead | None = None
-    shape_round_seconds: float = 0.1  # a shape benchmark's round: enough calls of one batch to last this long
-    shape_speeds: dict[tuple[str, int, int, int], ShapeSpeed] = field(default_factory=dict)  # (id, b, s, threads)
-    thread_speeds: dict[tuple[str, int], ShapeSpeed] = field(default_factory=dict)  # (id, threads), batch 1
-    _calls: dict[tuple, int] = field(default_factory=dict)
-    _threads_session: object = None
 
     def workload(self, variant_id: str, mode: str) -> Callable[[], None]:
         return workload(self.plan.predictor(variant_id), self.texts, mode)
@@ -136,7 +132,9 @@ class SpeedMeter:
         if mode not in self._robins:
             self.plan.build_all()
             ids = self.interleaved_ids()
-            self.log(f"[ortgate] interleaved speed ({mode}): {len(ids)} graphs in turn, {self.cycles} cycles")
+            until = (f"until every ratio is within ±{self.cycle_precision:.0%} (at least {self.min_cycles}, at most "
+                     f"{self.cycles} cycles)" if self.cycle_precision else f"{self.cycles} cycles")
+            self.log(f"[ortgate] interleaved speed ({mode}): {len(ids)} graphs in turn, {until}")
             # One pass over all the texts per graph and cycle. Shorter passes (chunks of 32 texts) were tried: the
             # switch between sessions then weighs on every pass, and ratios shrank toward 1 (int8 vs the export
             # 1.9x -> 1.7x, O99 without attention fusion no slower than O99), so passes stay whole.
@@ -204,69 +202,32 @@ class SpeedMeter:
 
     def latency(self) -> dict[str, LatencyStats]:
         """Every graph's single-stream request latencies (`interleaved_ids`: the baseline, each distinct graph),
-        from one adaptive pass, interleaved in blocks; once per run."""
-        if self.latency_pass is None:
-            self.plan.build_all()
-            ids = self.interleaved_ids()
-            self.timer = timer_overhead()
-            robin = LatencyPass({vid: request_workload(self.plan.predictor(vid), self.texts) for vid in ids},
-                                confidence=self.confidence, **self.latency_settings)
-            self.log(f"[ortgate] request latency: {len(ids)} graphs in blocks of {robin.block} calls, until every "
-                     f"p99 is within ±{robin.precision:.0%} (at least {robin.min_calls} calls, at most "
-                     f"{robin.max_calls} or {robin.max_seconds:g}s); timer overhead {self.timer.median_ns:.0f} ns")
-            with self.plan.progress_scope():
-                from tqdm.auto import tqdm
+        from one adaptive pass, interleaved in blocks; once per run (a failure is kept and raised again)."""
+        return self._latency_once()
 
-                with tqdm(desc="request latency", unit="cycle", disable=None) as bar:
-                    robin.run(on_cycle=lambda _: bar.update(1))
-            self.latency_pass = robin
-            self.latencies = {vid: robin.stats(vid) for vid in ids}
-            calls = {len(t) for t in robin.times_ns.values()}
-            self.log(f"[ortgate] request latency: {robin.stopped} after {robin.cycles} cycles ({max(calls)} calls a "
-                     "graph)")
+    def __post_init__(self) -> None:
+        self._latency_once = Once(self._latency)
+
+    def _latency(self) -> dict[str, LatencyStats]:
+        self.plan.build_all()
+        ids = self.interleaved_ids()
+        self.timer = timer_overhead()
+        robin = LatencyPass({vid: request_workload(self.plan.predictor(vid), self.texts) for vid in ids},
+                            confidence=self.confidence, **self.latency_settings)
+        self.log(f"[ortgate] request latency: {len(ids)} graphs in blocks of {robin.block} calls, until every "
+                 f"p99 is within ±{robin.precision:.0%} (at least {robin.min_calls} calls, at most "
+                 f"{robin.max_calls} or {robin.max_seconds:g}s); timer overhead {self.timer.median_ns:.0f} ns")
+        with self.plan.progress_scope():
+            from tqdm.auto import tqdm
+
+            with tqdm(desc="request latency", unit="cycle", disable=None) as bar:
+                robin.run(on_cycle=lambda _: bar.update(1))
+        self.latency_pass = robin
+        self.latencies = {vid: robin.stats(vid) for vid in ids}
+        calls = {len(t) for t in robin.times_ns.values()}
+        self.log(f"[ortgate] request latency: {robin.stopped} after {robin.cycles} cycles ({max(calls)} calls a "
+                 "graph)")
         return self.latencies
 
     def request_latency(self, variant_id: str) -> LatencyStats:
         return self.latency()[self.measured_as(variant_id)]
-
-    def shape_workload(self, variant_id: str, batch: int, seq_len: int) -> tuple[Callable[[], None], int]:
-        """A round of model-only calls on one batch of `batch` rows of exactly `seq_len` tokens (real texts joined
-        or cut), as many calls as last `shape_round_seconds`; and the rounds to time."""
-        predictor = self.plan.predictor(variant_id)
-        features = shape_features(predictor, self.texts, seq_len, batch, self.plan.max_length)
-
-        def call() -> None:
-            predictor.run(features)
-
-        calls = calls_lasting(call, self.shape_round_seconds)
-        self._calls[("shape", variant_id, batch, seq_len)] = calls
-
-        def run() -> None:
-            for _ in range(calls):
-                call()
-
-        return run, self.rounds
-
-    def record_shape(self, variant_id: str, batch: int, seq_len: int, threads: int,
-                     round_seconds: Sequence[float]) -> ShapeSpeed:
-        calls = self._calls[("shape", variant_id, batch, seq_len)]
-        speed = ShapeSpeed(variant_id, batch, seq_len, threads, batch * calls / statistics.median(round_seconds),
-                           calls * len(round_seconds), float(sum(round_seconds)))
-        self.shape_speeds[(variant_id, batch, seq_len, threads)] = speed
-        return speed
-
-    def threads_workload(self, variant_id: str, threads: int) -> tuple[Callable[[], None], int]:
-        """A pass over the benchmark texts (batch 1, model only) in a session of the variant with `threads`
-        intra-op threads; one such session alive at a time (two spinning pools on the same cores slow each other)."""
-        self._threads_session = None
-        predictor = threads_predictor(self.plan.built(variant_id).path, threads, self.plan.max_length)
-        self._threads_session = predictor
-        return workload(predictor, self.texts, "model-only"), self.rounds
-
-    def record_threads(self, variant_id: str, threads: int, round_seconds: Sequence[float]) -> ShapeSpeed:
-        self._threads_session = None
-        speed = ShapeSpeed(variant_id, 1, 0, threads, len(self.texts) / statistics.median(round_seconds),
-                           len(self.texts) * len(round_seconds), float(sum(round_seconds)))
-        self.thread_speeds[(variant_id, threads)] = speed
-        return speed
-

@@ -13,7 +13,8 @@ from ortgate.build.builder import BuildStatus, library_versions
 from ortgate.build.plan import BuildPlan
 from ortgate.isa import machine_fingerprint
 from ortgate.measure.evaluation import Evaluator
-from ortgate.measure.footprint import FootprintMeter
+from ortgate.measure.footprint import FootprintMeter, weights_bytes
+from ortgate.measure.shapes import ShapeMeter
 from ortgate.measure.speed import SpeedMeter
 from ortgate.record.result import (
     MODEL_ONLY,
@@ -54,12 +55,14 @@ class RunStages:
     footprints: FootprintMeter
     roofline: object  # measure.roofline.RooflineMeter
     budgets: BudgetChecks
+    shapes: ShapeMeter
 
     @property
     def has_results(self) -> bool:
         m = self.meter
-        return bool(self.evaluator.evaluations or m.speeds or m.interleaved_seconds or m.latencies or m.shape_speeds
-                    or m.thread_speeds or self.footprints.results or self.roofline.results or self.budgets.checks
+        return bool(self.evaluator.evaluations or m.speeds or m.interleaved_seconds or m.latencies
+                    or self.shapes.shape_speeds or self.shapes.thread_speeds or self.footprints.results
+                    or self.roofline.results or self.budgets.checks
                     or self.floors.checks
                     or self.meter.harness_checks or self.structures.checks
                     or (self.plan.done and self.plan.builder.failures))
@@ -149,13 +152,15 @@ def _deployment_fields(stages: RunStages, vid: str) -> dict:
         out["footprint"] = FootprintResult(len(rounds), med.file_mb, med.peak_rss_mb, med.model_rss_mb,
                                            med.load_seconds * 1e3, tuple(f.peak_rss_mb for f in rounds),
                                            tuple(f.model_rss_mb for f in rounds),
-                                           tuple(f.load_seconds * 1e3 for f in rounds))
-    shapes = [ShapeResult(b, s, t, x.samples_per_s, x.calls) for (v, b, s, t), x in sorted(meter.shape_speeds.items())
-              if v == source]
+                                           tuple(f.load_seconds * 1e3 for f in rounds),
+                                           "/".join(dict.fromkeys(f.peak_source for f in rounds)))
+    sweeps = stages.shapes
+    shapes = [ShapeResult(b, s, t, x.samples_per_s, x.calls)
+              for (v, b, s, t), x in sorted(sweeps.shape_speeds.items()) if v == source]
     if shapes:
         out["shapes"] = shapes
-    threads = [ShapeResult(1, 0, t, x.samples_per_s, x.calls) for (v, t), x in sorted(meter.thread_speeds.items())
-               if v == source]
+    threads = [ShapeResult(1, 0, t, x.samples_per_s, x.calls)
+               for (v, t), x in sorted(sweeps.thread_speeds.items()) if v == source]
     if threads:
         out["threads"] = threads
     limit = stages.roofline.results.get(source)
@@ -182,7 +187,8 @@ def _speed_check_field(stages: RunStages, vid: str, original: str | None) -> dic
 
 def _build_fields(stages: RunStages, vid: str, model: ModelSource) -> dict:
     if vid == BASELINE_ID:
-        return {"size_mb": sum(p.stat().st_size for p in model.path.glob("*.safetensors")) / 1e6}
+        size = weights_bytes(model.path)
+        return {"size_mb": size / 1e6} if size else {}
     built = stages.plan.built(vid)  # already built: it was evaluated, timed or inspected
     out = {"size_mb": built.size_bytes / 1e6, "build": "cache hit" if built.cache_hit else "built",
            "build_seconds": built.build_seconds, "cache_hit": built.cache_hit,

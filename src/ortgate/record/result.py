@@ -147,8 +147,8 @@ class HarnessResult:
 @dataclass(frozen=True)
 class LatencyResult(_Record):
     """Single-stream request latencies (ms, batch 1, end to end: tokenize + run + argmax), every call timed on its
-    own in blocks interleaved with the other graphs: quantiles with bootstrap intervals (percentile method), and
-    MLPerf SingleStream's early-stopping estimates (None: too few calls)."""
+    own in blocks interleaved with the other graphs: quantiles with bootstrap intervals (percentile method) and
+    order-statistic intervals, and MLPerf SingleStream's early-stopping estimates (None: too few calls)."""
 
     calls: int
     p50_ms: float
@@ -160,9 +160,14 @@ class LatencyResult(_Record):
     confidence: float
     early_stopping_p90_ms: float | None = None
     early_stopping_p99_ms: float | None = None
+    # Order-statistic intervals (distribution-free; upper None: too few calls above the quantile to bound it):
+    # what a budget judges
+    exact_intervals: dict[str, tuple[float, float | None]] | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "intervals", {k: tuple(v) for k, v in self.intervals.items()})
+        if self.exact_intervals is not None:
+            object.__setattr__(self, "exact_intervals", {k: tuple(v) for k, v in self.exact_intervals.items()})
 
 
 @dataclass(frozen=True)
@@ -178,6 +183,7 @@ class FootprintResult(_Record):
     peak_rss_mb_rounds: tuple[float, ...]
     model_rss_mb_rounds: tuple[float, ...]
     load_ms_rounds: tuple[float, ...]
+    peak_source: str = "VmHWM"  # VmHWM (reset before the load), "VmHWM since start", ru_maxrss or sampled
     _TUPLES = ("peak_rss_mb_rounds", "model_rss_mb_rounds", "load_ms_rounds")
 
 
@@ -186,10 +192,10 @@ class ShapeResult:
     """Model-only throughput at one input shape (every row exactly seq_len tokens) and thread count."""
 
     batch: int
-    seq_len: int
+    seq_len: int  # 0: the benchmark texts, each at its own length (the thread sweep)
     threads: int
     samples_per_s: float
-    rounds: int
+    calls: int  # timed calls, all rounds together
 
 
 @dataclass(frozen=True)

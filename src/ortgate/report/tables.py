@@ -247,15 +247,17 @@ def _footprints(result: RunResult) -> list[str]:
     if not rows:
         return []
     lines = ["", f"## Memory and load time (each graph in {rows[0].footprint.rounds} fresh processes; median [range])",
-             "", "Peak RSS: the process's high-water mark over session creation and inference (VmHWM); added: peak "
-             "less the RSS before loading (what the variant itself costs); load: session creation, the process's "
-             "first (cold).", "",
-             "| variant | file MB | peak RSS MB | added by the model MB | load ms |", "|---|---|---|---|---|"]
+             "", "Peak RSS: the process's high-water mark over session creation and inference (source: VmHWM, reset "
+             "before the load; where the kernel refused the reset, `VmHWM since start` includes the imports' peak); "
+             "added: peak less the RSS before loading (what the variant itself costs); load: session creation, the "
+             "process's first (cold).", "",
+             "| variant | file MB | peak RSS MB | added by the model MB | load ms | peak from |", "|---" * 6 + "|"]
     for r in rows:
         f = r.footprint
         rng = lambda xs: f"[{min(xs):.0f}–{max(xs):.0f}]"  # noqa: E731
         lines.append(f"| {r.variant} | {f.file_mb:.1f} | {f.peak_rss_mb:.0f} {rng(f.peak_rss_mb_rounds)} | "
-                     f"{f.model_rss_mb:.0f} {rng(f.model_rss_mb_rounds)} | {f.load_ms:.0f} {rng(f.load_ms_rounds)} |")
+                     f"{f.model_rss_mb:.0f} {rng(f.model_rss_mb_rounds)} | {f.load_ms:.0f} {rng(f.load_ms_rounds)} | "
+                     f"{f.peak_source} |")
     return lines
 
 
@@ -332,11 +334,15 @@ def render_terminal(result: RunResult, width: int = 200) -> str:
     from rich.table import Table
 
     columns = [c for c in COLUMNS if c[1] in TERMINAL_KEYS]
+    cells = [_cells(row, columns) for row in result.variants]
+    # Only the columns this run filled: a run without a latency pass shows no empty latency columns.
+    kept = [i for i, (_, key, _) in enumerate(columns) if key == "variant" or any(row[i] for row in cells)]
     table = Table(title=f"ortgate summary — best for this machine: {result.best or 'n/a'}")
-    for header, key, _ in columns:
+    for i in kept:
+        header, key, _ = columns[i]
         table.add_column(header, overflow="fold", justify="left" if key in ("variant", "gate", "fused") else "right")
-    for row in result.variants:
-        table.add_row(*_cells(row, columns))
+    for row in cells:
+        table.add_row(*(row[i] for i in kept))
     buffer = io.StringIO()
     Console(file=buffer, width=width, force_terminal=False, color_system=None).print(table)
     return buffer.getvalue()

@@ -59,6 +59,10 @@ def resolve_settings(cli: Mapping[str, object], pyproject: Mapping[str, object],
         raw = cli.get(option.name)
         raw = pyproject.get(option.name, option.default) if raw is None else raw
         values[option.attr] = parse_option(option, raw, Path(rootdir))
+    if values["latency_min_calls"] > values["latency_max_calls"]:
+        raise ConfigError(f"ortgate setting 'latency_min_calls' ({values['latency_min_calls']}) is more than "
+                          f"'latency_max_calls' ({values['latency_max_calls']}): the latency pass could never stop on "
+                          "its precision; lower the one or raise the other")
     if values["matrix"] is not None:
         user_tables.append(("variants", read_matrix_file(values["matrix"])))
     variant_set, user_ids = resolve_matrix(values["preset"], user_tables)
