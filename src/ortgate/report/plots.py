@@ -38,7 +38,9 @@ def shapes_figure(rows: Sequence[dict], title: str):
     batches = sorted({r["batch"] for r in rows})
     colors = _colors(rows)
     label_threads = len({r.get("threads") for r in rows}) > 1  # otherwise one line would hide another
-    figure = Figure(figsize=(PANEL_SIZE[0] * len(batches) + 1.6, PANEL_SIZE[1]), dpi=DPI, layout="constrained")
+    variants = len(colors)
+    figure = Figure(figsize=(PANEL_SIZE[0] * len(batches) + 1.6, PANEL_SIZE[1] + 0.25 * -(-variants // 3)), dpi=DPI,
+                    layout="constrained")
     axes = figure.subplots(1, len(batches), sharey=True, squeeze=False)[0]
     for ax, batch in zip(axes, batches, strict=True):
         in_panel = [r for r in rows if r["batch"] == batch]
@@ -50,8 +52,8 @@ def shapes_figure(rows: Sequence[dict], title: str):
         ax.set(title=f"batch {batch}", xlabel="sequence length (tokens)")
         ax.grid(True, which="both", alpha=0.3)
     axes[0].set_ylabel("samples/s")
-    _legend(figure, axes, "outside right upper")
-    figure.suptitle(title)
+    _legend(figure, axes, "outside lower center", columns=3)  # below: beside the panels it met the title
+    figure.suptitle(_wrapped(title, 45 * len(batches)))
     return figure
 
 
@@ -76,7 +78,7 @@ def threads_figure(rows: Sequence[dict], title: str):
     ax.grid(True, which="both", alpha=0.3)
     # Below the plot: the labels carry the best count and are too wide to sit beside one panel.
     _legend(figure, [ax], "outside lower center")
-    figure.suptitle(_with_shape(title, rows))
+    figure.suptitle(_wrapped(_with_shape(title, rows), 60))
     return figure
 
 
@@ -112,9 +114,15 @@ def _measured(rows: Sequence[dict]) -> list[dict]:
 
 
 def _colors(rows: Sequence[dict]) -> dict[str, str]:
-    """One color per variant, the same in every subplot, in the order variants first appear."""
+    """One color per variant, the same in every subplot, in the order variants first appear: the default cycle's 10,
+    or tab20's 20 for more variants (the `reference` preset has 15 distinct graphs); repeats only beyond 20."""
+    from matplotlib import colormaps
+    from matplotlib.colors import to_hex
+
     variants = list(dict.fromkeys(r["variant"] for r in rows))
-    return {v: f"C{i % 10}" for i, v in enumerate(variants)}
+    if len(variants) <= 10:
+        return {v: f"C{i}" for i, v in enumerate(variants)}
+    return {v: to_hex(colormaps["tab20"](i % 20)) for i, v in enumerate(variants)}
 
 
 def _lines(rows: Sequence[dict], x: str, by_threads: bool) -> dict[tuple, list[dict]]:
@@ -148,13 +156,13 @@ def _log_y(ax) -> None:
     ax.yaxis.set_minor_formatter(LogFormatter(labelOnlyBase=False, minor_thresholds=(1, 0.4)))
 
 
-def _legend(figure, axes, loc: str) -> None:
+def _legend(figure, axes, loc: str, columns: int = 1) -> None:
     # Outside the plots: a legend inside would hide the points it names.
     handles: dict[str, object] = {}  # by label: every subplot draws the same variants
     for ax in axes:
         for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
             handles.setdefault(label, handle)
-    figure.legend(list(handles.values()), list(handles), loc=loc, fontsize="small")
+    figure.legend(list(handles.values()), list(handles), loc=loc, fontsize="small", ncols=columns)
 
 
 def _with_shape(title: str, rows: Sequence[dict]) -> str:
@@ -163,3 +171,11 @@ def _with_shape(title: str, rows: Sequence[dict]) -> str:
     if len(batches) == 1 and len(lengths) == 1 and None not in batches | lengths and "batch" not in title:
         return f"{title} (batch {batches.pop()}, {lengths.pop()} tokens)"
     return title
+
+
+def _wrapped(title: str, width: int) -> str:
+    """The title over lines of at most `width` characters: a model's long description would run off the figure."""
+    import textwrap
+
+    return "\n".join(textwrap.wrap(title, width)) or title
+
