@@ -20,6 +20,11 @@ family-wise error over all rows at α. "no change" needs the (1 − 2α) interva
 (equivalence, TOST). Anything else is "insufficient evidence", with the runs a side that would likely settle
 it. Accuracy: each variant's drop from the old run against its tolerance, with McNemar's exact test on the same
 rows (in the same Holm family) when both records hold their predictions (benchmark JSON does).
+
+Deployment figures, by the same rule and in the same family (`per_run_deployment_logs`): an ONNX graph's p99
+request latency against the export's in the same run, each graph's cold load time against its reference's in
+the same round of fresh processes, and its peak RSS; with one run a side their own spreads are assumed
+(`DEPLOYMENT_NOISE`).
 """
 
 from __future__ import annotations
