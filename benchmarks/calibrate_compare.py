@@ -34,12 +34,17 @@ TWIN_MATRIX = "".join(f'[variants.{twin}]\nparent = "onnx"\noptimize = {step}\n\
 def save_runs(out: Path, runs: int, extra: list[str]) -> list[Path]:
     matrix = out / "twins.toml"
     atomic_write_text(matrix, TWIN_MATRIX)
+    return save_suite_runs(out, runs, ["-k", "interleaved_speed", f"--ortgate-matrix={matrix}", *extra])
+
+
+def save_suite_runs(out: Path, runs: int, pytest_args: list[str]) -> list[Path]:
+    """`runs` suite runs (`pytest benchmarks <pytest_args>`), each in its own process, saved as out/run-NN.json;
+    stops at the first that fails, with its output's end."""
     paths = []
     for i in range(1, runs + 1):
         path = out / f"run-{i:02d}.json"
-        command = [sys.executable, "-m", "pytest", "benchmarks", "-k", "interleaved_speed", "-p", "no:cacheprovider",
-                   "-q", f"--ortgate-matrix={matrix}", f"--benchmark-json={path}",
-                   f"--ortgate-results-dir={out / 'results'}", *extra]
+        command = [sys.executable, "-m", "pytest", "benchmarks", "-p", "no:cacheprovider", "-q", *pytest_args,
+                   f"--benchmark-json={path}", f"--ortgate-results-dir={out / 'results'}"]
         started = time.perf_counter()
         done = subprocess.run(command, capture_output=True, text=True)
         if done.returncode != 0 or not path.exists():

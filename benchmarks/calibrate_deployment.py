@@ -16,7 +16,6 @@ import argparse
 import itertools
 import json
 import random
-import subprocess
 import sys
 import time
 from collections import defaultdict
@@ -24,25 +23,13 @@ from pathlib import Path
 
 import numpy as np
 
+from calibrate_compare import save_suite_runs  # this folder: the scripts run as files
 from ortgate.files import atomic_write_text
 from ortgate.report.compare import DEPLOYMENT_NOISE, compare_runs, load_run, per_run_deployment_logs
 
 
 def save_runs(out: Path, runs: int, extra: list[str]) -> list[Path]:
-    paths = []
-    for i in range(1, runs + 1):
-        path = out / f"run-{i:02d}.json"
-        command = [sys.executable, "-m", "pytest", "benchmarks", "-k", "request_latency or memory_and_load", "-q",
-                   "-p", "no:cacheprovider", f"--benchmark-json={path}", f"--ortgate-results-dir={out / 'results'}",
-                   *extra]
-        started = time.perf_counter()
-        done = subprocess.run(command, capture_output=True, text=True)
-        if done.returncode != 0 or not path.exists():
-            sys.stderr.write(done.stdout[-3000:] + done.stderr[-3000:])
-            raise SystemExit(f"run {i} failed (exit {done.returncode}): {' '.join(command)}")
-        print(f"run {i}/{runs}: {time.perf_counter() - started:.0f}s -> {path}", flush=True)
-        paths.append(path)
-    return paths
+    return save_suite_runs(out, runs, ["-k", "request_latency or memory_and_load", *extra])
 
 
 def row_spreads(runs) -> dict[str, dict[str, float]]:

@@ -62,7 +62,11 @@ def test_latency_pass_rotates_blocks_and_stops_at_the_first_cap_it_meets():
     assert [calls[i][1] for i in range(11)] == [0] + list(range(10))  # the untimed call, then requests 0..9
 
 
-def test_latency_pass_stops_once_converged_after_the_minimum():
+def test_latency_pass_stops_once_converged_after_the_minimum(monkeypatch):
+    from ortgate.measure import latency
+
+    ticks = iter(range(0, 10**9, 1000))  # a fake clock: every call takes 1 µs, so no machine noise decides
+    monkeypatch.setattr(latency.time, "perf_counter_ns", lambda: next(ticks))
     robin = LatencyPass({"a": lambda i: None}, block=50, min_calls=500, max_calls=10_000, max_seconds=60,
                         precision=10.0)  # any bounded interval is within ±1000%: converged once the minimum is met
     robin.run()
