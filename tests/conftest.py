@@ -20,3 +20,11 @@ def tiny_model(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_csv(tmp_path_factory) -> Path:
     return write_dataset(tmp_path_factory.mktemp("tiny-data") / "reviews.csv")
+
+
+@pytest.fixture(scope="session")
+def fragile(tmp_path_factory) -> tuple[Path, Path]:
+    """A tiny model with many rows near its decision boundary, and data labeled by its own predictions."""
+    from tiny import build_fragile_model
+
+    return build_fragile_model(tmp_path_factory.mktemp("fragile"))

@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "src" / "ortgate"
 # Lower layers first; a module may import its own layer and the layers below it.
 LAYERS = [("errors", "files", "cache", "isa"), ("spec",), ("sources",), ("build",), ("measure",), ("verdict",),
-          ("record",), ("report",), ("session", "ab"), ("plugin", "cli")]
+          ("diagnose",), ("record",), ("report",), ("session", "ab"), ("plugin", "cli", "explain_cli")]
 LONGEST_FUNCTION, LONGEST_CLASS = 60, 200
 
 

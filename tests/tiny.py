@@ -61,3 +61,39 @@ def write_dataset(path: Path, n: int = 40, label_names: tuple[str, str] = ("nega
     else:
         raise ValueError(path)
     return path
+
+
+def build_fragile_model(out: Path, n: int = 400) -> tuple[Path, Path]:
+    """The tiny model with its head moved so that many rows lie near the decision boundary (|logit margin| from
+    0.002 up, median about 0.05), and a dataset labeled with its own PyTorch predictions: the baseline is right on
+    every row, and int8 noise flips some of them, so a quantized variant fails a 0pp gate while an fp32 graph passes.
+    What a repair test needs, deterministically."""
+    import numpy as np
+    import torch
+    from transformers import AutoTokenizer, BertForSequenceClassification
+
+    model_dir = build_tiny_model(out / "model")
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = BertForSequenceClassification.from_pretrained(model_dir).eval()
+    texts, _ = sentences(n, seed=11)
+
+    def margins() -> np.ndarray:
+        with torch.no_grad():
+            logits = model(**tokenizer(texts, padding=True, return_tensors="pt")).logits
+        return (logits[:, 1] - logits[:, 0]).numpy()
+
+    with torch.no_grad():
+        model.classifier.bias[1] -= float(np.median(margins()))
+        scale = 0.05 / float(np.median(np.abs(margins())))
+        model.classifier.weight *= scale
+        model.classifier.bias *= scale
+    margin = margins()
+    model.save_pretrained(model_dir)
+    rows = [{"text": t, "label": "positive" if m > 0 else "negative"}
+            for t, m in zip(texts, margin, strict=True) if abs(m) > 0.002]  # fp32 rounding never flips these
+    path = out / "fragile.csv"
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["text", "label"])
+        writer.writeheader()
+        writer.writerows(rows)
+    return model_dir, path

@@ -1,5 +1,5 @@
 """`ortgate` command line: prepare the default model, list or build a variant matrix ahead of a run, show
-this CPU, print a summary, compare runs, report across machines."""
+this CPU, print a summary, compare runs, report across machines; profile, diagnose and repair a variant."""
 
 from __future__ import annotations
 
@@ -11,6 +11,9 @@ from pathlib import Path
 from ortgate.ab import ab_command
 from ortgate.ab import add_parser as add_ab_parser
 from ortgate.errors import OrtgateError
+from ortgate.explain_cli import COMMANDS as DIAGNOSE_COMMANDS
+from ortgate.explain_cli import add_parsers as add_diagnose_parsers
+from ortgate.explain_cli import run_command as run_diagnose_command
 from ortgate.spec.options import OPTIONS, add_cli_options
 from ortgate.spec.parsers import cache_dir_or_default
 
@@ -72,6 +75,7 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("results", type=Path, nargs="+", help="summary.json files, one or more per machine")
     report.add_argument("--out", type=Path, default=Path("ortgate-report"), help="output folder")
     add_ab_parser(commands)
+    add_diagnose_parsers(commands)
     return parser
 
 
@@ -86,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
             return _compare_command(args)
         elif args.command == "ab":
             return ab_command(args)
+        elif args.command in DIAGNOSE_COMMANDS:
+            return run_diagnose_command(args)
         elif args.command == "calibrate":
             return _calibrate_command(args)
         elif args.command == "report":

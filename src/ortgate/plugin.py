@@ -318,6 +318,8 @@ def _final_result(config: pytest.Config) -> RunResult | None:
     and summary.json hold the same record."""
     if RESULT_KEY not in config.stash:
         session = config.stash.get(SESSION_KEY, None)
+        if session is not None and session.has_results:
+            session.explain()  # profiles of slow variants, diagnoses of failed gates, repairs: before the record
         config.stash[RESULT_KEY] = session.result() if session is not None and session.has_results else None
     return config.stash[RESULT_KEY]
 
@@ -348,12 +350,24 @@ class NativeCompareNote:
             terminalreporter.write_line(NATIVE_COMPARE_NOTE, yellow=True)
 
 
+def write_repairs(repairs: dict, results_dir: Path) -> None:
+    """Each repair's table, Pareto plot and entry under <results_dir>/repair/<variant>/."""
+    from ortgate.report.repair import write_repair
+
+    for vid, repair in repairs.items():
+        if not isinstance(repair, str):
+            write_repair(repair, results_dir / "repair" / vid)
+
+
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
     try:
         result = _final_result(config)
         if result is None:
             return
-        json_path, md_path = write_results(result, config.stash[SETTINGS_KEY].results_dir)
+        results_dir = config.stash[SETTINGS_KEY].results_dir
+        json_path, md_path = write_results(result, results_dir)
+        session = config.stash[SESSION_KEY]
+        write_repairs(session.explanations.repairs if session.has_results else {}, results_dir)
     except (OrtgateError, OSError) as exc:
         terminalreporter.write_line(f"ortgate: could not write the summary: {exc}")
         return

@@ -19,6 +19,9 @@ from functools import cached_property
 from ortgate.build.builder import Builder
 from ortgate.build.plan import BuildPlan, explicit_variant_ids
 from ortgate.cache import Cache
+from ortgate.diagnose.explain import Explainer
+from ortgate.diagnose.explanations import Explanations
+from ortgate.diagnose.repair import Repairer
 from ortgate.errors import ModelError, OrtgateError
 from ortgate.measure.evaluation import Evaluator
 from ortgate.measure.footprint import FootprintMeter
@@ -189,6 +192,21 @@ class RunSession:
                                s.int8_min_weight_share, s.update_structure)
 
     @cached_property
+    def explanations(self) -> Explanations:
+        s = self.settings
+        explainer = Explainer(self.plan, self.data.calibration_texts, self.data.texts[: s.bench_samples], s.threads,
+                              log=self.log)
+        repairer = Repairer(self.plan, self.evaluator, explainer, s.tolerance, self.data.texts[: s.bench_samples],
+                            s.gate_mode, s.confidence, log=self.log, speed_floors=s.speed_floors) if s.repair else None
+        return Explanations(explainer, self.meter, self.floors, self.gates, repairer)
+
+    def explain(self) -> None:
+        """At the end of a run, once: profiles of the slow variants, diagnoses of the failed gates, repairs."""
+        if self.stages is not None and "explanations" not in self.__dict__:
+            with self.progress_scope():
+                self.explanations.run()
+
+    @cached_property
     def known_good_run(self) -> KnownGood:
         """The variants built in the run --ortgate-known-good names (read in `prepare`: an unreadable file stops
         the run before any test)."""
@@ -214,7 +232,8 @@ class RunSession:
         if "plan" not in self.__dict__:
             return None
         return RunStages(self.plan, self.evaluator, self.gates, self.meter, self.floors, self.structures,
-                         self.footprints, self.roofline, self.budgets, self.shapes)
+                         self.footprints, self.roofline, self.budgets, self.shapes,
+                         self.__dict__.get("explanations"))
 
     @property
     def has_results(self) -> bool:

@@ -18,7 +18,7 @@ from ortgate.build.runtime import OnnxPredictor, Predictor, TorchPredictor
 from ortgate.errors import BuildError
 from ortgate.sources.inputs import describe_inputs
 from ortgate.sources.models import ModelSource
-from ortgate.spec.variants import BASELINE_ID, Optimize, Quantize, VariantSet, describe_step
+from ortgate.spec.variants import BASELINE_ID, Optimize, Quantize, VariantSet, VariantSpec, describe_step
 
 Log = Callable[[str], None]
 GPU_PROVIDERS = ("CUDAExecutionProvider", "ROCMExecutionProvider", "TensorrtExecutionProvider",
@@ -103,6 +103,14 @@ class BuildPlan:
                  + (f"; not built: {', '.join(failed)}" if failed else ""))
         for vid, exc in failed.items():
             self.log(f"[ortgate] variant {vid}: {self.builder.status(vid)}: {exc.reason}")
+
+    def add_variants(self, extra: dict[str, VariantSpec], where: str) -> None:
+        """Specs made during the run (a repair's candidates), built on demand by `built`, never by `build_all`;
+        an id already known keeps its spec (the same candidate asked for again)."""
+        new = {vid: spec for vid, spec in extra.items() if vid not in self.variants.specs}
+        if new:
+            self.variants = self.variants.merged(new, where)
+            self.builder.variants = self.variants
 
     def not_applicable_reason(self, variant_id: str) -> str | None:
         return not_applicable_reason(self.variants, variant_id, self.explicit_ids)

@@ -68,7 +68,10 @@ def quantization_config(step: Quantize, operators: Sequence[str] | None = None):
         is_static=step.mode == "static",
         per_channel=step.per_channel,
         operators_to_quantize=list(operators) if operators is not None else None,
+        nodes_to_exclude=list(step.nodes_to_exclude or ()),
     )
+    if step.reduce_range is not None:  # arm64 and avx512_vnni take no reduce_range argument; the config does
+        config.reduce_range = step.reduce_range
     if step.mode == "static" and step.format == "QOperator":
         # The presets write QDQ for static quantization; QOperator (QLinear* nodes) has its own default list.
         config.format = QuantFormat.QOperator

@@ -7,10 +7,11 @@ but whose gate no test asked for (pure, on predictions already made). Nothing is
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 from ortgate.build.builder import BuildStatus, library_versions
 from ortgate.build.plan import BuildPlan
+from ortgate.diagnose.explanations import DIAGNOSIS_TOP, Explanations
 from ortgate.isa import machine_fingerprint
 from ortgate.measure.evaluation import Evaluator
 from ortgate.measure.footprint import FootprintMeter, weights_bytes
@@ -56,6 +57,7 @@ class RunStages:
     roofline: object  # measure.roofline.RooflineMeter
     budgets: BudgetChecks
     shapes: ShapeMeter
+    explanations: Explanations | None = None  # None: the run explained nothing (yet)
 
     @property
     def has_results(self) -> bool:
@@ -201,6 +203,39 @@ def _build_fields(stages: RunStages, vid: str, model: ModelSource) -> dict:
     return out
 
 
+def _explanation_fields(stages: RunStages, vid: str) -> dict:
+    """The profile of a slow variant, the diagnosis of a failed gate, the repair: compact, for the record."""
+    out: dict = {}
+    explained = stages.explanations
+    if explained is not None and vid in explained.slow:
+        why, diff = explained.slow[vid]
+        out["profile"] = {"why": why, "error": diff} if isinstance(diff, str) else {
+            "why": why, "against": diff.parent.graph, "node_time_ratio": diff.as_dict()["node_time_ratio"],
+            "node_us_per_call": diff.variant.node_us_per_call, "parent_node_us_per_call": diff.parent.node_us_per_call,
+            "calls": diff.variant.calls, "changes": diff.as_dict()["changes"],
+            "top_nodes": [asdict(n) for n in diff.variant.by_node[:10]]}
+    if explained is not None and vid in explained.failed:
+        d = explained.failed[vid]
+        out["diagnosis"] = {"error": d} if isinstance(d, str) else {
+            "against": d.parent, "rows": d.rows, "method": d.method, "logits_sqnr_db": d.as_dict()["logits_sqnr_db"],
+            "top_nodes": [n.as_dict() for n in d.worst(DIAGNOSIS_TOP, quantized_only=True)],
+            "by_layer": d.by_layer()[:DIAGNOSIS_TOP], "by_op_type": d.by_op_type()[:DIAGNOSIS_TOP]}
+    repair = explained.repairs.get(vid) if explained is not None else None
+    if repair is not None:
+        out["repair"] = {"error": repair} if isinstance(repair, str) else repair_record(repair)
+    return out
+
+
+def repair_record(result) -> dict:
+    """A repair in the record: every candidate, the chosen one and the entry that rebuilds it."""
+    from ortgate.spec.variants import format_entry
+
+    doc = result.as_dict(with_diagnoses=False)
+    chosen = result.chosen
+    doc["entry"] = format_entry(chosen.spec) if chosen else None
+    return doc
+
+
 def variant_result(stages: RunStages, vid: str, model: ModelSource, repeat: int) -> VariantResult | None:
     """The variant's row, or None when the run neither built-and-failed nor measured it."""
     spec = stages.plan.variants.specs[vid]
@@ -216,7 +251,7 @@ def variant_result(stages: RunStages, vid: str, model: ModelSource, repeat: int)
     if not fields and vid not in stages.floors.checks and vid not in stages.structures.checks:
         return None
     return VariantResult(**head, same_graph_as=original, **fields, **_speed_check_field(stages, vid, original),
-                         **_build_fields(stages, vid, model))
+                         **_build_fields(stages, vid, model), **_explanation_fields(stages, vid))
 
 
 def collect_result(stages: RunStages, *, settings, model: ModelSource, data: EvalData, truncation: dict | None,

@@ -16,9 +16,9 @@ from pathlib import Path
 from ortgate.errors import OrtgateError
 
 SCHEMA = "ortgate-run"
-SCHEMA_VERSION = 3  # 2: interleaved round-robin speeds (VariantResult.interleaved); 3: latency, footprint, shapes,
-# threads, roofline, budgets
-READABLE_VERSIONS = (2, 3)  # version 3 only adds fields, all optional: a version-2 record reads as one without them
+SCHEMA_VERSION = 4  # 2: interleaved round-robin speeds (VariantResult.interleaved); 3: latency, footprint, shapes,
+# threads, roofline, budgets; 4: profile, diagnosis, repair
+READABLE_VERSIONS = (2, 3, 4)  # 3 and 4 only add fields, all optional: an older record reads as one without them
 SPEED_MODE = "end-to-end"  # the reference measured pipelines, tokenization included
 MODEL_ONLY = "model-only"
 
@@ -275,6 +275,11 @@ class VariantResult(_Record):
     threads: list[ShapeResult] | None = None  # the thread sweep (batch 1, the benchmark texts)
     roofline: RooflineResult | None = None
     budget: list[BudgetItemResult] | None = None
+    # Why it fails (diagnose.explain): a slow variant's profile against its parent (op types' change, top nodes);
+    # a failed quantized gate's diagnosis (top nodes, layers, op types by SQNR lost); the repair (--ortgate-repair)
+    profile: dict | None = None
+    diagnosis: dict | None = None
+    repair: dict | None = None
     _NESTED = {"paired": PairedResult, "speed_check": SpeedCheckResult, "structure": StructureResult,
                "interleaved": InterleavedResult, "latency": LatencyResult, "footprint": FootprintResult,
                "shapes": ShapeResult, "threads": ShapeResult, "roofline": RooflineResult, "budget": BudgetItemResult}

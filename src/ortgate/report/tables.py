@@ -12,6 +12,7 @@ from pathlib import Path
 
 from ortgate.files import atomic_write_text
 from ortgate.record.result import RunResult, VariantResult
+from ortgate.report.explain import explanation_notes, explanation_sections
 
 COLUMNS = [  # (header, key, format)
     ("variant", "variant", "{}"),
@@ -325,7 +326,8 @@ def _budgets(result: RunResult) -> list[str]:
 
 def render_markdown(result: RunResult) -> str:
     lines = (_header(result) + _builds(result) + _graphs(result) + _paired(result) + _speeds(result)
-             + _latency(result) + _footprints(result) + _shapes(result) + _roofline(result) + _budgets(result))
+             + _latency(result) + _footprints(result) + _shapes(result) + _roofline(result) + _budgets(result)
+             + explanation_sections(result))
     return "\n".join(lines) + "\n"
 
 
@@ -345,7 +347,7 @@ def render_terminal(result: RunResult, width: int = 200) -> str:
         table.add_row(*(row[i] for i in kept))
     buffer = io.StringIO()
     Console(file=buffer, width=width, force_terminal=False, color_system=None).print(table)
-    return buffer.getvalue()
+    return buffer.getvalue() + "".join(f"{note}\n" for note in explanation_notes(result))
 
 
 def write_results(result: RunResult, results_dir: Path) -> tuple[Path, Path]:

@@ -144,6 +144,9 @@ OPTIONS: tuple[Option, ...] = (
            type=int),
     Option("cross_machine", p.boolean, False, "compare with a run saved on a CPU with another fingerprint "
            "(pytest --benchmark-compare, ortgate compare)", kind="flag", type=bool),
+    Option("repair", p.boolean, False, "after the tests, repair each quantized variant whose accuracy gate failed "
+           "(as `ortgate repair` does): candidates, Pareto plot and the entry of the fastest that passes in the "
+           "summary and under <results_dir>/repair/<variant>/", kind="flag", type=bool),
 )
 OPTIONS_BY_NAME: dict[str, Option] = {option.name: option for option in OPTIONS}
 

@@ -9,6 +9,8 @@ Specs come from presets (`matrix.py`) and from user matrices written as TOML (`p
 from __future__ import annotations
 
 import fnmatch
+import json
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Literal, TypeVar
@@ -126,6 +128,10 @@ class Quantize:
     calibration: str | None = None
     calibration_samples: int = 0
     format: str | None = None
+    # None: the preset's. reduce_range quantizes weights to 7 bits (avoids u8 x u8 saturation on AVX2/AVX-512
+    # without VNNI); nodes_to_exclude keeps those nodes of the parent graph in fp32 (what `ortgate repair` grows).
+    reduce_range: bool | None = None
+    nodes_to_exclude: tuple[str, ...] | None = None
     kind: Literal["quantize"] = "quantize"
 
     def __post_init__(self) -> None:
@@ -146,6 +152,14 @@ class Quantize:
                 raise FieldError("operators", f"operators must be a non-empty list of operator types "
                                  f"(e.g. [\"MatMul\"]), got {self.operators!r}")
             object.__setattr__(self, "operators", ops)
+        if self.reduce_range is not None and not isinstance(self.reduce_range, bool):
+            raise FieldError("reduce_range", f"reduce_range must be true or false, got {self.reduce_range!r}")
+        if self.nodes_to_exclude is not None:
+            nodes = tuple(self.nodes_to_exclude) if isinstance(self.nodes_to_exclude, list | tuple) else ()
+            if not nodes or not all(isinstance(n, str) and n for n in nodes):
+                raise FieldError("nodes_to_exclude", "nodes_to_exclude must be a non-empty list of node names of the "
+                                 f"parent graph, got {self.nodes_to_exclude!r}")
+            object.__setattr__(self, "nodes_to_exclude", nodes)
         if self.mode == "static":
             if self.calibration not in CALIBRATION_METHODS:
                 raise FieldError("calibration", "static quantization needs a calibration method: one of "
@@ -178,6 +192,9 @@ def describe_step(step: Step) -> str:
               if k != "kind" and not (k == "calibration_samples" and v == 0) and not (k == "options" and not v)}
     if isinstance(fields.get("options"), tuple):
         fields.update(dict(fields.pop("options")))
+    nodes = fields.get("nodes_to_exclude")
+    if nodes and len(nodes) > 3:
+        fields["nodes_to_exclude"] = f"{len(nodes)} nodes ({', '.join(nodes[:2])}, ...)"
     return ", ".join(f"{k}={v}" for k, v in fields.items()) or step.kind
 
 
@@ -280,7 +297,8 @@ def first_match(pairs: Iterable[tuple[str, _T]], variant_id: str, default: _T | 
 # ------------------------------------------------------------------ user matrices (TOML)
 
 _ENTRY_KEYS = ("parent", "description", "optimize", "quantize")
-_QUANTIZE_KEYS = ("mode", "isa", "per_channel", "operators", "calibration", "calibration_samples", "format")
+_QUANTIZE_KEYS = ("mode", "isa", "per_channel", "operators", "calibration", "calibration_samples", "format",
+                  "reduce_range", "nodes_to_exclude")
 
 
 def parse_entry(variant_id: str, entry: object, where: str) -> VariantSpec:
@@ -328,13 +346,47 @@ def parse_entry(variant_id: str, entry: object, where: str) -> VariantSpec:
                 if required not in body:
                     raise FieldError(required, "missing")
             kwargs = dict(body)
-            if isinstance(kwargs.get("operators"), list):
-                kwargs["operators"] = tuple(kwargs["operators"])
+            for name in ("operators", "nodes_to_exclude"):
+                if isinstance(kwargs.get(name), list):
+                    kwargs[name] = tuple(kwargs[name])
             step = Quantize(**kwargs)
         return VariantSpec(variant_id, entry["parent"], step, str(entry.get("description", "")))
     except FieldError as exc:
         prefix = "" if exc.field in ("id", "parent") else f"{kind}."
         raise ConfigError(f"{label} field '{prefix}{exc.field}': {exc}") from None
+
+
+_BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+def _toml_value(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)  # a JSON string is a TOML basic string
+    items = [_toml_value(v) for v in value]
+    if sum(len(i) for i in items) < 60:
+        return f"[{', '.join(items)}]"
+    return "[\n" + "".join(f"    {i},\n" for i in items) + "]"
+
+
+def format_entry(spec: VariantSpec, where: str = "tool.ortgate.variants") -> str:
+    """The TOML entry `parse_entry` reads back as the same spec (so the same content hash and the same graph)."""
+    if not isinstance(spec.step, Optimize | Quantize):
+        raise ValueError(f"{spec.id}: only an optimize or quantize step has an entry")
+    key = spec.id if _BARE_KEY.match(spec.id) else json.dumps(spec.id)
+    kind = spec.step.kind
+    fields = {k: v for k, v in step_fields(spec.step).items()
+              if k != "kind" and not (k == "calibration_samples" and v == 0)}
+    if kind == "optimize":
+        fields.update(dict(fields.pop("options", ())))
+    lines = [f"[{where}.{key}]", f"parent = {_toml_value(spec.parent)}"]
+    if spec.description:
+        lines.append(f"description = {_toml_value(spec.description)}")
+    lines += ["", f"[{where}.{key}.{kind}]", *(f"{k} = {_toml_value(v)}" for k, v in fields.items())]
+    return "\n".join(lines) + "\n"
 
 
 def parse_matrix(table: object, where: str) -> dict[str, VariantSpec]:

@@ -63,6 +63,14 @@ class AccuracyGates:
                 rows_needed=rows_needed(tolerance.allowed_drop(base_value), discordant_rate, self.confidence))
         return self._gates[key]
 
+    def results(self) -> dict[str, GateResult]:
+        """The gates computed so far, the worse of a variant's metrics for each (a failure before a pass)."""
+        out: dict[str, GateResult] = {}
+        for (vid, _), gate in self._gates.items():
+            if vid not in out or (out[vid].passed and not gate.passed):
+                out[vid] = gate
+        return out
+
     def logit_differences(self, variant_id: str) -> dict[str, float]:
         return logit_differences(self.evaluator.evaluate(BASELINE_ID).logits,
                                  self.evaluator.evaluate(variant_id).logits)

@@ -1,0 +1,222 @@
+"""Repair: the remedies a failing quantized spec gets, the entry that rebuilds a candidate, and the search on a real
+tiny model (built, evaluated and timed for real; no time is asserted)."""
+
+import tomllib
+from dataclasses import replace
+
+import pytest
+
+from ortgate.errors import ConfigError
+from ortgate.spec.matrix import full, reference
+from ortgate.spec.remedies import (
+    REPAIR_MARK,
+    exclusion_candidates,
+    exclusion_names,
+    paired_candidates,
+    remedies_for,
+    remedy_candidates,
+)
+from ortgate.spec.variants import Quantize, VariantSpec, format_entry, parse_matrix
+
+
+def _spec(**step) -> VariantSpec:
+    fields = {"mode": "dynamic", "isa": "avx2", "per_channel": False, **step}
+    return VariantSpec("q", "O99", Quantize(**fields))
+
+
+def test_a_per_tensor_dynamic_spec_gets_every_remedy_that_changes_it():
+    candidates = remedy_candidates(_spec(), ["MatMul", "Attention", "Gather"], worst_operator="Gather",
+                                   cpu_preset="avx512_vnni")
+    slugs = [c.id.split(REPAIR_MARK)[1] for c in candidates]
+    assert slugs == ["per-channel", "reduce-range", "per-channel-reduce-range", "avx512_vnni-preset", "matmul-only",
+                     "without-Gather"]
+    assert candidates[3].spec.step.isa == "avx512_vnni"
+    by_slug = dict(zip(slugs, candidates, strict=True))
+    assert by_slug["per-channel"].spec.step.per_channel and not by_slug["per-channel"].spec.step.reduce_range
+    assert by_slug["without-Gather"].spec.step.operators == ("MatMul", "Attention")
+    assert {c.spec.parent for c in candidates} == {"O99"} and {c.round for c in candidates} == {1}
+
+
+def test_a_static_spec_also_gets_other_calibrations_and_more_rows():
+    step = {"mode": "static", "isa": "arm64", "per_channel": True, "reduce_range": True, "operators": ("MatMul",),
+            "calibration": "minmax", "calibration_samples": 128}
+    slugs = [c.id.split(REPAIR_MARK)[1] for c in remedy_candidates(_spec(**step), ["MatMul"])]
+    assert slugs == ["entropy-calibration", "percentile-calibration", "calibration-512"]
+    held_out = [c.id.split(REPAIR_MARK)[1] for c in remedy_candidates(_spec(**step), ["MatMul"], calibration_rows=300)]
+    assert held_out[-1] == "calibration-300"
+    assert "calibration-128" not in str(remedy_candidates(_spec(**step), ["MatMul"], calibration_rows=128))
+
+
+def test_the_fallback_grows_the_excluded_nodes_up_to_all_of_them():
+    nodes = [f"n{i}" for i in range(5)]
+    candidates = exclusion_candidates(_spec(), nodes)
+    assert [c.spec.step.nodes_to_exclude for c in candidates] == [
+        ("n0",), ("n0", "n1"), ("n0", "n1", "n2", "n3"), tuple(nodes)]
+    assert len({c.id for c in candidates}) == 4 and {c.round for c in candidates} == {3}
+    assert exclusion_candidates(_spec(), []) == []
+    gemm = exclusion_candidates(_spec(), [exclusion_names("/classifier/Gemm", "Gemm")], sizes=(1,))
+    assert gemm[0].spec.step.nodes_to_exclude == ("/classifier/Gemm", "/classifier/Gemm_MatMul")
+    with pytest.raises(ValueError, match="not quantized"):
+        remedy_candidates(reference().specs["O99"])
+
+
+@pytest.mark.parametrize("preset", [reference, full], ids=["reference", "full"])
+def test_every_entry_reads_back_as_the_same_spec(preset):
+    for spec in preset().specs.values():
+        if spec.step is None or spec.step.kind == "export":
+            continue
+        doc = tomllib.loads(format_entry(spec))
+        assert parse_matrix(doc["tool"]["ortgate"]["variants"], "tool.ortgate.variants")[spec.id] == spec
+
+
+def test_an_entry_with_excluded_nodes_and_a_quoted_id_reads_back():
+    nodes = tuple(f"/bert/encoder/layer.{i}/MatMul" for i in range(4))
+    spec = replace(_spec(reduce_range=True, nodes_to_exclude=nodes), id="q+exclude-4")
+    doc = tomllib.loads(format_entry(spec))
+    assert parse_matrix(doc["tool"]["ortgate"]["variants"], "x")["q+exclude-4"] == spec
+
+
+@pytest.mark.parametrize(("field", "value", "message"), [
+    ("nodes_to_exclude", [], "non-empty list of node names"),
+    ("nodes_to_exclude", "MatMul_1", "non-empty list of node names"),
+    ("reduce_range", "yes", "true or false"),
+])
+def test_bad_new_quantize_fields_name_the_field(field, value, message):
+    entry = {"parent": "O99", "quantize": {"mode": "dynamic", "isa": "arm64", "per_channel": False, field: value}}
+    with pytest.raises(ConfigError, match=f"field 'quantize.{field}'.*{message}"):
+        parse_matrix({"v": entry}, "tool.ortgate.variants")
+
+
+# ------------------------------------------------------------------ the search, on a real tiny model
+
+@pytest.fixture(scope="module")
+def fragile_session(fragile, tmp_path_factory):
+    from ortgate.session import RunSession
+    from ortgate.spec.settings import resolve_settings
+
+    model, data = fragile
+    root = tmp_path_factory.mktemp("repair")
+    settings = resolve_settings({"model": str(model), "dataset": str(data), "cache_dir": str(root / "cache"),
+                                 "tolerance": "0pp", "threads": "1", "bench_samples": "16"}, {}, root)
+    session = RunSession(settings, log=lambda message: None,
+                         planned_ids=["pytorch", "onnx", "O99", "static-int8", "O99-dynamic-int8-arm64"])
+    session.prepare()
+    return session
+
+
+def _repairer(session, remedies: bool = True):
+    from ortgate.diagnose.explain import Explainer
+    from ortgate.diagnose.repair import Repairer
+
+    s, data = session.settings, session.data
+    explainer = Explainer(session.plan, data.calibration_texts, data.texts[:16], 1, rows=16, log=lambda m: None)
+    return Repairer(session.plan, session.evaluator, explainer, s.tolerance, data.texts[:16], cycles=3,
+                    log=lambda m: None, remedies=remedies)
+
+
+@pytest.fixture(scope="module")
+def repaired(fragile_session):
+    repairer = _repairer(fragile_session)
+    return repairer, repairer.repair("static-int8")
+
+
+@pytest.fixture(scope="module")
+def fell_back(fragile_session):
+    repairer = _repairer(fragile_session, remedies=False)
+    return repairer, repairer.repair("O99-dynamic-int8-arm64")
+
+
+@pytest.mark.parametrize("which", ["repaired", "fell_back"])
+def test_each_round_runs_only_when_the_ones_before_found_nothing_good(which, request):
+    repairer, result = request.getfixturevalue(which)
+    assert not result.original.passed and result.original.accuracy_delta_pp < 0
+    rounds = [o.round for o in result.tried]
+    assert rounds == sorted(rounds)
+    if repairer.good([o for o in result.tried if o.round == 1], result.min_ratio):
+        assert 2 not in rounds  # a single remedy passed and kept the speed: no pairs
+    if any(o.passed for o in result.tried if o.round < 3):
+        assert 3 not in rounds  # no fp32 fallback once something passed
+    fallback = [o.passed for o in result.tried if o.round == 3]
+    if fallback:  # the growing fallback stops at its first pass
+        assert fallback == [False] * (len(fallback) - 1) + [True]
+    assert result.chosen is not None and result.chosen.passed
+    timed = [o for o in (result.original, *result.tried) if o.built]
+    assert all(o.speed is not None and o.speed.reference_id == result.parent_id and o.speed.rounds == 3 for o in timed)
+    assert result.chosen.speed.ratio == max(o.speed.ratio for o in result.passing)
+
+
+def test_pairs_combine_the_remedies_that_helped():
+    step = _spec().step
+    helpful = [r for r in remedies_for(step, ["MatMul", "Attention"]) if r.slug in ("per-channel", "reduce-range",
+                                                                                    "matmul-only")]
+    pairs = paired_candidates(_spec(), helpful, known=[])
+    slugs = [c.id.split(REPAIR_MARK, 1)[1] for c in pairs]
+    assert slugs == ["per-channel+reduce-range", "per-channel+matmul-only", "reduce-range+matmul-only"]
+    assert pairs[1].spec.step == replace(step, per_channel=True, operators=("MatMul",)) and pairs[1].round == 2
+    tried = [replace(step, per_channel=True, reduce_range=True)]
+    assert len(paired_candidates(_spec(), helpful, known=tried)) == 2  # a step already tried is not tried again
+
+
+def test_the_fallback_keeps_the_worst_nodes_in_fp32_until_the_gate_passes(fell_back):
+    _, fell_back = fell_back
+    assert [o.round for o in fell_back.tried] == [3] * len(fell_back.tried)
+    assert [o.passed for o in fell_back.tried] == [False] * (len(fell_back.tried) - 1) + [True]
+    ranked = [name for n in fell_back.diagnoses["O99-dynamic-int8-arm64"].worst(10_000, quantized_only=True)
+              for name in exclusion_names(n.node, n.op_type)]
+    last = fell_back.tried[-1].spec.step.nodes_to_exclude
+    assert list(last) == ranked[: len(last)]  # the worst of the ranking, in its order
+
+
+def test_the_printed_entry_rebuilds_the_same_graph(repaired, fragile, tmp_path):
+    from ortgate.report.repair import render_markdown, toml_entry
+    from ortgate.session import RunSession
+    from ortgate.spec.settings import read_pyproject, resolve_settings
+
+    _, result = repaired
+    entry = toml_entry(result.chosen)
+    assert entry in render_markdown(result).replace("```toml\n", "") + "\n"
+    (tmp_path / "pyproject.toml").write_text(entry)
+    model, data = fragile
+    settings = resolve_settings({"model": str(model), "dataset": str(data), "cache_dir": str(tmp_path / "fresh")},
+                                read_pyproject(tmp_path), tmp_path)
+    (vid,) = settings.user_variant_ids
+    session = RunSession(settings, log=lambda message: None, planned_ids=["pytorch", vid])
+    built = session.plan.built(vid)
+    assert not built.cache_hit  # rebuilt from the entry, in an empty cache
+    assert built.graph_sha256 == result.chosen.sha256
+
+
+def test_a_graph_that_passes_already_is_refused(repaired):
+    repairer, _ = repaired
+    with pytest.raises(ConfigError, match="passes its gate already"):
+        repairer.check_failing("onnx", repairer.gates_for("onnx"))
+
+
+def test_the_pareto_plot_and_files_are_written(repaired, tmp_path):
+    from ortgate.report.repair import pareto_front, write_repair
+
+    _, result = repaired
+    paths = write_repair(result, tmp_path / "out")
+    assert paths["plot"].stat().st_size > 10_000 and paths["entry"].read_text().startswith("[tool.ortgate.variants.")
+    front = pareto_front([result.original, *result.tried])
+    assert result.chosen in front or any(o.accuracy_delta_pp >= result.chosen.accuracy_delta_pp
+                                         and o.speed.ratio >= result.chosen.speed.ratio for o in front)
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["repair", "nosuch"], "there is no variant 'nosuch' in this matrix; it takes a quantized variant: dynamic-int8, "),
+    (["diagnose", "O99"], "'O99' is not quantized (nothing was rounded to int8); it takes a quantized variant: "),
+    (["repair", "pytorch"], "'pytorch' is the PyTorch baseline, not an ONNX graph; it takes: dynamic-int8"),
+    (["profile", "nosuch"], "there is no variant 'nosuch' in this matrix; it takes an ONNX variant: onnx, O99, "),
+    (["repair", "dynamic-int8"], "'dynamic-int8' passes its gate already"),
+    (["diagnose", "dynamic-int8"], "'dynamic-int8' passes its gate (+0.00pp drop within 1pp); pass --any"),
+])
+def test_bad_input_is_refused_in_one_line_naming_what_it_takes(argv, message, fragile, tmp_path, monkeypatch, capsys):
+    from ortgate.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    model, data = fragile
+    code = main([*argv, "--model", str(model), "--dataset", str(data), "--cache-dir", str(tmp_path / "cache"),
+                 "--threads", "1"])
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert code == 2 and last.startswith("ortgate: ") and message in last, last
