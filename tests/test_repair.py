@@ -10,9 +10,9 @@ from ortgate.errors import ConfigError
 from ortgate.spec.matrix import full, reference
 from ortgate.spec.remedies import (
     REPAIR_MARK,
+    combined_candidates,
     exclusion_candidates,
     exclusion_names,
-    paired_candidates,
     remedies_for,
     remedy_candidates,
 )
@@ -127,13 +127,15 @@ def fell_back(fragile_session):
 
 
 @pytest.mark.parametrize("which", ["repaired", "fell_back"])
-def test_each_round_runs_only_when_the_ones_before_found_nothing_good(which, request):
+def test_pairs_combine_helpful_remedies_and_the_fallback_stops_at_its_first_pass(which, request):
     repairer, result = request.getfixturevalue(which)
     assert not result.original.passed and result.original.accuracy_delta_pp < 0
     rounds = [o.round for o in result.tried]
     assert rounds == sorted(rounds)
-    if repairer.good([o for o in result.tried if o.round == 1], result.min_ratio):
-        assert 2 not in rounds  # a single remedy passed and kept the speed: no pairs
+    singles = {o.candidate.fix.slug: o for o in result.tried if o.round == 1}
+    helped = {slug for slug, o in singles.items() if repairer.helped(o, result.original)}
+    for combo in (o for o in result.tried if o.round == 2):  # combinations of remedies that helped, only
+        assert set(combo.candidate.fix.slug.split("+")) <= helped
     if any(o.passed for o in result.tried if o.round < 3):
         assert 3 not in rounds  # no fp32 fallback once something passed
     fallback = [o.passed for o in result.tried if o.round == 3]
@@ -145,16 +147,20 @@ def test_each_round_runs_only_when_the_ones_before_found_nothing_good(which, req
     assert result.chosen.speed.ratio == max(o.speed.ratio for o in result.passing)
 
 
-def test_pairs_combine_the_remedies_that_helped():
+def test_combinations_join_the_remedies_that_helped_two_then_three_at_a_time():
     step = _spec().step
-    helpful = [r for r in remedies_for(step, ["MatMul", "Attention"]) if r.slug in ("per-channel", "reduce-range",
-                                                                                    "matmul-only")]
-    pairs = paired_candidates(_spec(), helpful, known=[])
-    slugs = [c.id.split(REPAIR_MARK, 1)[1] for c in pairs]
-    assert slugs == ["per-channel+reduce-range", "per-channel+matmul-only", "reduce-range+matmul-only"]
-    assert pairs[1].spec.step == replace(step, per_channel=True, operators=("MatMul",)) and pairs[1].round == 2
+    helpful = [r for r in remedies_for(step, ["MatMul", "Attention", "Gather"], "Gather", cpu_preset="arm64")
+               if r.slug in ("per-channel", "reduce-range", "arm64-preset", "matmul-only", "without-Gather")]
+    combos = combined_candidates(_spec(), helpful, known=[], limit=100)
+    slugs = [c.id.split(REPAIR_MARK, 1)[1] for c in combos]
+    assert slugs[:3] == ["per-channel+reduce-range", "per-channel+arm64-preset", "per-channel+matmul-only"]
+    assert "matmul-only+without-Gather" not in slugs  # both set the operators: never together
+    assert "per-channel+arm64-preset+matmul-only" in slugs and {c.round for c in combos} == {2}
+    triple = combos[slugs.index("per-channel+arm64-preset+matmul-only")].spec.step
+    assert triple == replace(step, per_channel=True, isa="arm64", operators=("MatMul",))
     tried = [replace(step, per_channel=True, reduce_range=True)]
-    assert len(paired_candidates(_spec(), helpful, known=tried)) == 2  # a step already tried is not tried again
+    assert len(combined_candidates(_spec(), helpful, known=tried, limit=100)) == len(combos) - 1  # not tried twice
+    assert len(combined_candidates(_spec(), helpful, limit=4)) == 4
 
 
 def test_the_fallback_keeps_the_worst_nodes_in_fp32_until_the_gate_passes(fell_back):

@@ -1,12 +1,17 @@
 """Repair: from a quantized variant that fails its accuracy gate, find one that passes and stays fast.
 
-The search (candidates from `spec.remedies`):
-  round 1  every single remedy (per-channel, reduce_range, calibration, a narrower operator list), each built
-           (through the cache) and gated with the run's paired statistics against the same baseline rows;
-  round 2  only if none passed: the round-1 candidate that came closest (or the failing variant) is diagnosed, and
-           its worst quantized nodes are kept in fp32, 1, 2, 4, ... of them, stopping at the first that passes.
-Then the fp32 parent, the failing variant and every candidate built are timed together in one round-robin (the
-same-run ratio the floors use), and the fastest candidate that passes is chosen.
+The search (candidates from `spec.remedies`), in rounds; each candidate is built (through the cache) and gated
+with the run's paired statistics against the same baseline rows, and after each round the fp32 parent and the
+round's graphs are timed together in one round-robin (the same-run ratio the floors use):
+  round 1  every single remedy (per-channel, reduce_range, the preset this CPU points to, calibration, a narrower
+           operator list);
+  round 2  the round-1 remedies that helped (brought the accuracy closer, or made the graph clearly faster), two,
+           three, ... together (at most 16): the CPU's own preset (faster) with per-channel weights and MatMul only
+           (closer) may pass where none does alone;
+  round 3  only if nothing passed: the graph that came closest is diagnosed, and its worst quantized nodes are kept
+           in fp32, 1, 2, 4, ... of them, stopping at the first that passes.
+The fastest graph that passes is chosen; the result says whether it keeps the speed the variant must keep (its
+floor against its parent, else 1.2x).
 """
 
 from __future__ import annotations
@@ -26,9 +31,9 @@ from ortgate.measure.tensor_error import Diagnosis
 from ortgate.measure.throughput import RoundRobin, workload
 from ortgate.spec.remedies import (
     Candidate,
+    combined_candidates,
     exclusion_candidates,
     exclusion_names,
-    paired_candidates,
     remedy_candidates,
 )
 from ortgate.spec.thresholds import Tolerance, ToleranceTable, speed_floor_for
@@ -47,7 +52,7 @@ class Outcome:
 
     variant_id: str
     remedy: str
-    round: int  # 0: the failing variant; 1: single remedies; 2: fp32 fallback
+    round: int  # 0: the failing variant; 1: single remedies; 2: pairs of them; 3: fp32 fallback
     spec: VariantSpec
     candidate: Candidate | None = None  # None: the failing variant itself
     build: str = "pending"  # "built" | "cache hit" | "build failed" | "not applicable"
@@ -92,7 +97,7 @@ class RepairResult:
     tolerance: Tolerance
     original: Outcome
     tried: list[Outcome]
-    diagnoses: dict[str, Diagnosis]  # by the variant diagnosed (the failing one; the round-2 base)
+    diagnoses: dict[str, Diagnosis]  # by the variant diagnosed (the failing one; the fallback's base)
     seconds: float
     cycles: int
     stopped: str  # why the search ended
@@ -201,6 +206,17 @@ class Repairer:
         floor = speed_floor_for(self.speed_floors, variant_id)
         return floor.ratio if floor is not None and floor.reference == "parent" else KEEP_RATIO
 
+    @staticmethod
+    def helped(outcome: Outcome, original: Outcome) -> bool:
+        """A remedy worth combining: it brought the accuracy closer, or it made the graph clearly faster (its speed
+        interval above the failing variant's), as a preset with the CPU's fast kernels does."""
+        if outcome.accuracy_delta_pp is None:
+            return False
+        closer = outcome.accuracy_delta_pp > original.accuracy_delta_pp
+        faster = outcome.speed is not None and original.speed is not None and \
+            outcome.speed.interval[0] > original.speed.interval[1]
+        return closer or faster
+
     def good(self, outcomes: list[Outcome], min_ratio: float) -> bool:
         return any(o.passed and o.speed is not None and o.speed.ratio >= min_ratio for o in outcomes)
 
@@ -236,11 +252,9 @@ class Repairer:
         if self.remedies:
             tried += self.run_round(self.single_remedies(variant_id, diagnoses[variant_id]), gates, parent_id,
                                     also=[original])
-            if not self.good(tried, self.min_ratio(variant_id)):
-                helpful = [o.candidate.fix for o in tried if o.accuracy_delta_pp is not None
-                           and o.accuracy_delta_pp > original.accuracy_delta_pp]
-                pairs = paired_candidates(original.spec, helpful, [o.spec.step for o in tried])
-                tried += self.run_round(pairs, gates, parent_id)
+            helpful = [o.candidate.fix for o in tried if self.helped(o, original)]
+            tried += self.run_round(combined_candidates(original.spec, helpful, [o.spec.step for o in tried]), gates,
+                                    parent_id)
         if not any(o.passed for o in tried):
             tried += self.fallback(original, tried, diagnoses, gates, parent_id)
         if original.speed is None:

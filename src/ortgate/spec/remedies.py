@@ -12,13 +12,15 @@ out. `diagnose.repair` builds, evaluates and times them. Each candidate changes 
                     type the diagnosis found worst
   <preset>-preset   the ISA preset this CPU's flags point to (e.g. avx512_vnni: s8 weights, which VNNI multiplies
                     without saturating; the avx2 preset's u8 weights run the slower u8 x u8 kernels)
-  a+b               two of the above that each brought the accuracy closer, together (round 2)
+  a+b(+c...)        the ones above that helped (accuracy closer, or clearly faster), two or more together
+                    (round 2)
   exclude-N         the N worst nodes of the diagnosis kept in fp32 (nodes_to_exclude), N = 1, 2, 4, ...: the
                     fallback, grown until the gate passes (round 3)
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
@@ -27,6 +29,7 @@ from ortgate.spec.variants import CALIBRATION_METHODS, Quantize, VariantSpec
 REPAIR_MARK = "+"  # candidate ids: <failing variant>+<remedy>
 EXCLUSION_SIZES = (1, 2, 4, 8, 16, 32, 64, 128)
 MORE_CALIBRATION_ROWS = 4  # the calibration remedy's factor on the rows
+MAX_COMBINATIONS = 16  # round 2's candidates at most
 
 
 @dataclass(frozen=True)
@@ -115,21 +118,22 @@ def remedy_candidates(failing: VariantSpec, quantized_operators: Sequence[str] |
     return [_candidate(failing, remedy, 1) for remedy in remedies]
 
 
-def paired_candidates(failing: VariantSpec, helpful: Sequence[Remedy],
-                      known: Sequence[Quantize] = ()) -> list[Candidate]:
-    """Round 2: every two of the `helpful` remedies together (those that brought the accuracy closer), where they
-    set no field differently and write a step not tried yet (`known`)."""
+def combined_candidates(failing: VariantSpec, helpful: Sequence[Remedy], known: Sequence[Quantize] = (),
+                        limit: int = MAX_COMBINATIONS) -> list[Candidate]:
+    """Round 2: the `helpful` remedies (those that brought the accuracy closer or the speed up) together, two at a
+    time, then three, ... (at most `limit`), where they set no field differently and write a step not tried yet
+    (`known`): the CPU's own preset (faster) with per-channel weights and MatMul only (closer) may pass at the
+    preset's speed where none of them does alone."""
     out, seen = [], set(known)
-    for i, first in enumerate(helpful):
-        for second in helpful[i + 1:]:
-            changes = dict(first.changes)
-            if any(changes.get(k, v) != v for k, v in second.changes):
+    for size in range(2, len(helpful) + 1):
+        for group in itertools.combinations(helpful, size):
+            changes: dict = {}
+            if any(changes.setdefault(k, v) != v for remedy in group for k, v in remedy.changes):
                 continue
-            changes.update(dict(second.changes))
-            remedy = Remedy(f"{first.slug}+{second.slug}", tuple(sorted(changes.items())),
-                            f"{first.description}, and {second.description}")
+            remedy = Remedy("+".join(r.slug for r in group), tuple(sorted(changes.items())),
+                            ", and ".join(r.description for r in group))
             step = remedy.applied(failing.step)
-            if step not in seen:
+            if step not in seen and len(out) < limit:
                 seen.add(step)
                 out.append(_candidate(failing, remedy, 2))
     return out
