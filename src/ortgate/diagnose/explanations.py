@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ortgate.diagnose.explain import Explainer
-from ortgate.diagnose.repair import Repairer, RepairResult
+from ortgate.diagnose.repair import KEEP_RATIO, Repairer, RepairResult
 from ortgate.errors import OrtgateError
 from ortgate.measure.profile import ProfileDiff
 from ortgate.measure.speed import SpeedMeter
@@ -14,7 +14,7 @@ from ortgate.measure.tensor_error import Diagnosis
 from ortgate.spec.variants import Quantize
 from ortgate.verdict.checks import AccuracyGates, SpeedFloors
 
-SLOW_RATIO = 1.2  # a variant below this ratio to its parent (same run) gets a profile in the summary
+SLOW_RATIO = KEEP_RATIO  # a variant below this ratio to its parent (same run) gets a profile in the summary
 DIAGNOSIS_TOP = 3  # nodes named in the summary for a failed gate
 
 
@@ -40,8 +40,10 @@ class Explanations:
         variants, out = self.meter.plan.variants, {}
         for vid in self.meter.plan.run_ids:
             parent = variants.specs[vid].parent
-            measured = {self.meter.measured_as(v) for v in (vid, parent or "")}
-            if parent is None or not measured <= set(times) or self.meter.measured_as(vid) == parent:
+            if parent is None:
+                continue
+            mine, theirs = self.meter.measured_as(vid), self.meter.measured_as(parent)
+            if mine not in times or theirs not in times or mine == theirs:  # not timed, or the parent's own graph
                 continue
             ratio = self.meter.same_run_ratio(vid, parent)
             check = self.floors.checks.get(vid)
@@ -53,8 +55,8 @@ class Explanations:
 
     def failed_gates(self) -> list[str]:
         variants = self.meter.plan.variants
-        return [vid for vid, gate in self.gates.results().items() if not gate.passed and not gate.inconclusive
-                and isinstance(variants.specs[vid].step, Quantize)]
+        return [vid for vid, gate in self.gates.results().items()
+                if not gate.passed and isinstance(variants.specs[vid].step, Quantize)]
 
     def run(self) -> None:
         for vid, why in self.slow_variants().items():

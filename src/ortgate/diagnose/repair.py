@@ -10,8 +10,8 @@ round's graphs are timed together in one round-robin (the same-run ratio the flo
            (closer) may pass where none does alone;
   round 3  only if nothing passed: the graph that came closest is diagnosed, and its worst quantized nodes are kept
            in fp32, 1, 2, 4, ... of them, stopping at the first that passes.
-The fastest graph that passes is chosen; the result says whether it keeps the speed the variant must keep (its
-floor against its parent, else 1.2x).
+The fastest graph that passes is chosen (or, as fast within its interval, the one with the fewest changes); the
+result says whether it keeps the speed the variant must keep (its floor against its parent, else 1.2x).
 """
 
 from __future__ import annotations
@@ -109,12 +109,22 @@ class RepairResult:
 
     @property
     def chosen(self) -> Outcome | None:
-        """The fastest candidate that passes (by its same-run ratio to the fp32 parent), whether or not it keeps
-        `min_ratio`."""
+        """The fastest graph that passes (by its same-run ratio to the fp32 parent), whether or not it keeps
+        `min_ratio`; among those whose ratio lies within the fastest's 95% interval (as fast, as far as these cycles
+        tell), the one that changes the fewest fields of the failing step: the simplest entry to keep."""
         passing = self.passing
         if not passing:
             return None
-        return max(passing, key=lambda o: o.speed.ratio if o.speed is not None else 0.0)
+        fastest = max(passing, key=lambda o: o.speed.ratio if o.speed is not None else 0.0)
+        if fastest.speed is None:
+            return fastest
+        tied = [o for o in passing if o.speed is not None and o.speed.ratio >= fastest.speed.interval[0]]
+        return min(tied, key=lambda o: (self.changes(o), -o.speed.ratio))
+
+    def changes(self, outcome: Outcome) -> int:
+        """How many fields of the failing step the outcome's step sets differently."""
+        mine, theirs = step_fields(outcome.spec.step), step_fields(self.original.spec.step)
+        return sum(mine.get(k) != theirs.get(k) for k in mine.keys() | theirs.keys())
 
     def as_dict(self, with_diagnoses: bool = True) -> dict:
         chosen = self.chosen
@@ -283,8 +293,9 @@ class Repairer:
     def stopped(self, tried: list[Outcome], variant_id: str) -> str:
         keep = self.min_ratio(variant_id)
         if self.good(tried, keep):
-            rounds = {o.round for o in tried if o.passed and o.speed is not None and o.speed.ratio >= keep}
-            return f"round {min(rounds)} found a graph that passes and keeps {keep:g}x its fp32 parent"
+            good = [o for o in tried if o.passed and o.speed is not None and o.speed.ratio >= keep]
+            rounds = ", ".join(str(r) for r in sorted({o.round for o in good}))
+            return f"{len(good)} graph(s) pass and keep {keep:g}x the fp32 parent (round {rounds})"
         if any(o.passed for o in tried):
             return f"graphs pass the gate, none keeps {keep:g}x its fp32 parent"
         return ("no candidate passed, even with every quantized node the diagnosis ranked kept in fp32"

@@ -55,8 +55,8 @@ def _repair_lines(variant: str, r: dict) -> list[str]:
         speed = "—" if c["speed_ratio"] is None else f"{c['speed_ratio']:.2f}x"
         lines.append(f"| {c['variant']} | {c['remedy']} | {delta} | {c['gate'] or c['build']} | {speed} |")
     if r["chosen"]:
-        return [*lines, "", f"Chosen: **{r['chosen']}**, the fastest that passes ({r['min_ratio']:g}x its fp32 "
-                "parent to keep):", "", "```toml",
+        return [*lines, "", f"Chosen: **{r['chosen']}** (of the graphs that pass, the fastest, or one as fast with "
+                f"fewer changes; {r['min_ratio']:g}x its fp32 parent to keep):", "", "```toml",
                 r["entry"].rstrip(), "```"]
     return [*lines, "", "No candidate passed."]
 

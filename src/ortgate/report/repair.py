@@ -54,13 +54,31 @@ def render_markdown(result: RepairResult) -> str:
     if chosen is not None:
         keeps = (f"keeps {chosen.speed.ratio:.2f}x ≥ {result.min_ratio:g}x" if chosen.speed.ratio >= result.min_ratio
                  else f"at {chosen.speed.ratio:.2f}x, below the {result.min_ratio:g}x to keep")
-        lines += [f"Chosen: **{chosen.variant_id}** ({chosen.remedy}), the fastest that passes; it {keeps}. "
-                  "To keep it:", "",
+        lines += [f"Chosen: **{chosen.variant_id}** ({chosen.remedy}): of the graphs that pass, the fastest, or "
+                  "one as fast (within its 95% interval) that changes fewer fields; it "
+                  f"{keeps}. To keep it:", "",
                   "```toml", toml_entry(chosen).rstrip(), "```", ""]
     else:
         best = ", ".join(f"{o.variant_id} ({o.accuracy_delta_pp:+.2f}pp)" for o in result.best_tried())
         lines += [f"No candidate passed. Closest: {best or 'none was evaluated'}.", ""]
     return "\n".join(lines)
+
+
+_SHORT = {"per-channel-reduce-range": "pc,rr", "per-channel": "pc", "reduce-range": "rr", "matmul-only": "MatMul"}
+
+
+def short_label(outcome: Outcome) -> str:
+    """A point's label in the plot: the candidate's remedies, abbreviated (pc per-channel, rr reduce_range, -X
+    without operator type X, <isa> the ISA preset, xN the N worst nodes in fp32)."""
+    slug = outcome.variant_id.partition(REPAIR_MARK)[2]
+    if not slug:
+        return "failing variant"
+    parts = []
+    for part in slug.split(REPAIR_MARK):
+        part = _SHORT.get(part, part)
+        part = part.removesuffix("-preset").replace("without-", "-").replace("-calibration", "")
+        parts.append(part.replace("exclude-", "x"))
+    return "+".join(parts)
 
 
 def pareto_front(outcomes: list[Outcome]) -> list[Outcome]:
@@ -76,7 +94,7 @@ def pareto_figure(result: RepairResult):
     from matplotlib.figure import Figure
 
     outcomes = [o for o in (result.original, *result.tried) if o.speed is not None and o.accuracy_delta_pp is not None]
-    figure = Figure(figsize=(7.5, 5), dpi=120, layout="constrained")
+    figure = Figure(figsize=(9, 6), dpi=120, layout="constrained")
     ax = figure.subplots()
     allowed = -result.original.gates["accuracy"].tolerance.allowed_drop(result.original.gates["accuracy"].baseline)
     ax.axhline(allowed * 100, color="tab:red", linestyle="--", linewidth=1, label=f"tolerance ({result.tolerance})")
@@ -87,16 +105,17 @@ def pareto_figure(result: RepairResult):
         (low, high) = o.speed.interval
         ax.errorbar(o.speed.ratio, o.accuracy_delta_pp, xerr=[[o.speed.ratio - low], [high - o.speed.ratio]],
                     fmt="o", color=color, capsize=2, markersize=5)
-        ax.annotate(o.remedy if o.round else "failing variant", (o.speed.ratio, o.accuracy_delta_pp), fontsize=7,
-                    xytext=(4, 3), textcoords="offset points")
+        label = ax.annotate(short_label(o), (o.speed.ratio, o.accuracy_delta_pp), fontsize=7, xytext=(4, 3),
+                            textcoords="offset points")
+        label.set_in_layout(False)  # a long label must not squeeze the axes
     front = pareto_front(outcomes)
     ax.plot([o.speed.ratio for o in front], [o.accuracy_delta_pp for o in front], color="tab:blue", alpha=0.5,
             label="Pareto front")
     if result.chosen is not None and result.chosen.speed is not None:
         ax.scatter([result.chosen.speed.ratio], [result.chosen.accuracy_delta_pp], s=160, facecolors="none",
                    edgecolors="tab:green", linewidths=2, label="chosen")
-    ax.set(xlabel=f"speed ratio to {result.parent_id} (same run)", ylabel="accuracy Δ vs baseline (pp)",
-           title=f"repair of {result.variant_id}")
+    ax.set(xlabel=f"speed ratio to {result.parent_id} (same run; 95% interval)", ylabel="accuracy Δ vs baseline (pp)",
+           title=f"repair of {result.variant_id}\n(pc per-channel, rr reduce_range, -X without X, xN N nodes in fp32)")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8, loc="best")
     return figure
