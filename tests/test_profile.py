@@ -193,3 +193,18 @@ def test_profile_session_names_what_is_wrong(export, feeds, tmp_path):
     with pytest.raises(ProfileError, match="lacks the inputs"):
         profile_session(export, [{"input_ids": feeds[0]["input_ids"]}], 1, tmp_path / "w", "x")
     assert not list((tmp_path / "w").iterdir())  # profiling was ended and its trace removed
+
+
+def test_graphs_profiled_in_turn_match_each_graph_profiled_alone(export, int8, feeds, profiles, tmp_path):
+    from ortgate.measure.profile import profile_sessions
+
+    fp32_alone, int8_alone, _ = profiles
+    together = profile_sessions({"export": (export, feeds), "int8": (int8, feeds)}, threads=1, work_dir=tmp_path)
+    for label, alone in (("export", fp32_alone), ("int8", int8_alone)):
+        profile = together[label]
+        assert profile.graph == label and profile.calls == len(feeds)
+        assert {(o.op_type, o.nodes) for o in profile.by_op_type} == {(o.op_type, o.nodes) for o in alone.by_op_type}
+        assert 0 < profile.node_us_per_call <= profile.run_us_per_call
+    assert list(tmp_path.iterdir()) == []  # both traces read and deleted
+    with pytest.raises(ProfileError, match="same number of feeds"):
+        profile_sessions({"export": (export, feeds), "int8": (int8, feeds[:1])}, threads=1, work_dir=tmp_path)

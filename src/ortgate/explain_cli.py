@@ -91,8 +91,8 @@ def profile_command(args) -> int:
         check_variant(variants, against, "profile --against", quantized=False)
     session = _session(args, [args.variant] + ([against] if against else []))
     explainer = _explainer(session, calls=args.calls)
-    profile = explainer.profile(args.variant)
     diff = explainer.profile_diff(args.variant, against) if against else None
+    profile = diff.variant if diff is not None else explainer.profile(args.variant)
     print(render_profile_markdown(profile, diff))
     _write_json(args.json, diff.as_dict() if diff else profile.as_dict())
     explainer.close()

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ortgate.build.plan import BuildPlan
 from ortgate.errors import ConfigError
-from ortgate.measure.profile import OperatorProfile, ProfileDiff, diff_profiles, profile_session
+from ortgate.measure.profile import OperatorProfile, ProfileDiff, diff_profiles, profile_session, profile_sessions
 from ortgate.measure.tensor_error import Diagnosis, diagnose_graphs
 from ortgate.spec.variants import BASELINE_ID, Quantize, VariantSet
 
@@ -78,7 +78,13 @@ class Explainer:
         return self.profiles[variant_id]
 
     def profile_diff(self, variant_id: str, against: str) -> ProfileDiff:
-        return diff_profiles(self.profile(variant_id), self.profile(against))
+        """The variant against `against`, both profiled in one pass, call by call in turn (`profile_sessions`)."""
+        self.log(f"[ortgate] profiling {variant_id} and {against} in turn: {self.calls} calls each under ONNX "
+                 "Runtime's profiler")
+        texts = self.bench_texts[: self.calls]
+        graphs = {vid: (self.plan.built(vid).onnx_path, self.feeds(vid, texts)) for vid in (variant_id, against)}
+        profiles = profile_sessions(graphs, self.threads, self.work_dir)
+        return diff_profiles(profiles[variant_id], profiles[against])
 
     def fp32_parent(self, variant_id: str) -> str:
         parent = self.plan.variants.fp32_ancestor(variant_id)

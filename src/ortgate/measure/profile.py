@@ -96,6 +96,54 @@ def profile_session(onnx_path: Path, feeds: Sequence[dict[str, np.ndarray]], thr
     return aggregate_trace(_profiled_events(session, feeds, warmup, onnx_path), label, warmup)
 
 
+def profile_sessions(graphs: Mapping[str, tuple[Path, Sequence[dict[str, np.ndarray]]]], threads: int,
+                     work_dir: Path, warmup: int = 2) -> dict[str, OperatorProfile]:
+    """Several graphs (label -> (model.onnx, feeds), the same number of feeds each) profiled call by call in turn,
+    in `rotation.round_order`: the machine's noise comes and goes within seconds, so graphs profiled one after the
+    other differ by it (a MatMul kernel left in fp32 read 5% faster in one graph than in its parent, profiled a
+    second later); taking turns call by call, each graph sees the same machine. Each session writes its own trace
+    (its own file prefix), read back and deleted as `profile_session` does."""
+    import onnxruntime as ort
+
+    from ortgate.build.runtime import session_options
+    from ortgate.measure.rotation import round_order
+
+    if len({len(feeds) for _, feeds in graphs.values()}) > 1:
+        raise ProfileError("profile_sessions needs the same number of feeds for every graph")
+    work_dir.mkdir(parents=True, exist_ok=True)
+    sessions = {}
+    for index, (label, (path, feeds)) in enumerate(graphs.items()):
+        _check_request(Path(path), feeds, warmup)
+        options = session_options(threads)
+        options.enable_profiling = True
+        options.profile_file_prefix = str(work_dir / f"ortgate-profile-{index}")
+        # An idle session's pool threads spin after each call (ORT's default), taking the cores from the next
+        # session's call when calls alternate: without this, the parent's kernels read twice as slow interleaved.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        sessions[label] = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    try:
+        for label, session in sessions.items():
+            _check_feeds(session, graphs[label][1], Path(graphs[label][0]))
+        calls = warmup + len(next(iter(graphs.values()))[1])
+        for call in range(calls):
+            for label in round_order(list(sessions), call):
+                feeds = graphs[label][1]
+                session = sessions[label]
+                session.run(None, feeds[(call - warmup if call >= warmup else call) % len(feeds)])
+    except BaseException:
+        for session in sessions.values():
+            _remove(session.end_profiling())
+        raise
+    profiles = {}
+    for label, session in sessions.items():
+        trace = session.end_profiling()
+        try:
+            profiles[label] = aggregate_trace(_read_trace(Path(trace)), label, warmup)
+        finally:
+            _remove(trace)
+    return profiles
+
+
 def _profiled_events(session, feeds: Sequence[dict], warmup: int, onnx_path: Path) -> list[dict]:
     """The trace of the warm-up calls then every feed. Profiling is ended and its file deleted whatever
     happens: a failed run must not leave a trace behind for a later one to trip over."""
