@@ -59,12 +59,16 @@ class Explanations:
                 if not gate.passed and isinstance(variants.specs[vid].step, Quantize)]
 
     def run(self) -> None:
+        profiled: dict[tuple[str, str], ProfileDiff | str] = {}  # byte-identical graphs are profiled once
         for vid, why in self.slow_variants().items():
             parent = self.meter.plan.variants.specs[vid].parent
-            try:
-                self.slow[vid] = (why, self.explainer.profile_diff(vid, parent))
-            except Exception as exc:  # noqa: BLE001 - an explanation that breaks is reported, never fatal
-                self.slow[vid] = (why, f"profiling failed: {type(exc).__name__}: {exc}")
+            key = (self.meter.measured_as(vid), self.meter.measured_as(parent))
+            if key not in profiled:
+                try:
+                    profiled[key] = self.explainer.profile_diff(*key)
+                except Exception as exc:  # noqa: BLE001 - an explanation that breaks is reported, never fatal
+                    profiled[key] = f"profiling failed: {type(exc).__name__}: {exc}"
+            self.slow[vid] = (why, profiled[key])
         for vid in self.failed_gates():
             try:
                 self.failed[vid] = self.explainer.diagnose(vid)
