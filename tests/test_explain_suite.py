@@ -30,7 +30,8 @@ def test_a_failed_run_says_why_and_repairs(pytester, fragile, tmp_path_factory):
     assert len(row.diagnosis["top_nodes"]) == 3 and row.diagnosis["against"] == "O99"
     assert row.profile["against"] == "O99" and "below its floor" in row.profile["why"]
     assert {c["status"] for c in row.profile["changes"]} & {"new", "gone"}  # int8 brings new kernels
-    assert row.repair["chosen"].startswith(f"{FAILING}+") and "[tool.ortgate.variants." in row.repair["entry"]
+    assert row.repair["chosen"].startswith(f"{FAILING}+")
+    assert row.repair["entry"].startswith(f"[tool.ortgate.variants.{FAILING}-repaired-")
     assert all(c["speed_ratio"] is not None for c in row.repair["candidates"] if c["build"] != "build failed")
     assert record.variant("O99").diagnosis is None  # passed its gate: nothing to diagnose
     md = (pytester.path / "ortgate-results" / "summary.md").read_text()

@@ -7,7 +7,7 @@ but whose gate no test asked for (pure, on predictions already made). Nothing is
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 from ortgate.build.builder import BuildStatus, library_versions
 from ortgate.build.plan import BuildPlan
@@ -37,7 +37,8 @@ from ortgate.record.result import (
 )
 from ortgate.sources.data import EvalData
 from ortgate.sources.models import ModelSource
-from ortgate.spec.variants import BASELINE_ID, Quantize
+from ortgate.spec.remedies import entry_id
+from ortgate.spec.variants import BASELINE_ID, Quantize, format_entry
 from ortgate.verdict.budgets import BudgetChecks
 from ortgate.verdict.checks import GATED_METRICS, AccuracyGates, SpeedFloors
 from ortgate.verdict.structure_checks import StructureChecks
@@ -228,11 +229,9 @@ def _explanation_fields(stages: RunStages, vid: str) -> dict:
 
 def repair_record(result) -> dict:
     """A repair in the record: every candidate, the chosen one and the entry that rebuilds it."""
-    from ortgate.spec.variants import format_entry
-
     doc = result.as_dict(with_diagnoses=False)
     chosen = result.chosen
-    doc["entry"] = format_entry(chosen.spec) if chosen else None
+    doc["entry"] = format_entry(replace(chosen.spec, id=entry_id(chosen.variant_id))) if chosen else None
     return doc
 
 

@@ -9,13 +9,13 @@ from pathlib import Path
 
 from ortgate.diagnose.repair import Outcome, RepairResult
 from ortgate.files import atomic_write_text
-from ortgate.spec.remedies import REPAIR_MARK
+from ortgate.spec.remedies import REPAIR_MARK, entry_id
 from ortgate.spec.variants import format_entry
 
 
 def entry_name(outcome: Outcome) -> str:
     """The entry's variant id: the candidate's, with the repair mark spelled as a TOML bare key allows."""
-    return outcome.variant_id.replace(REPAIR_MARK, "-repaired-", 1).replace(REPAIR_MARK, "-and-")
+    return entry_id(outcome.variant_id)
 
 
 def toml_entry(outcome: Outcome, name: str | None = None) -> str:

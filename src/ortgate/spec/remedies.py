@@ -32,6 +32,12 @@ MORE_CALIBRATION_ROWS = 4  # the calibration remedy's factor on the rows
 MAX_COMBINATIONS = 16  # round 2's candidates at most
 
 
+def entry_id(candidate_id: str) -> str:
+    """The id a kept candidate gets in its `[tool.ortgate.variants.<id>]` entry: the repair marks spelled as a TOML
+    bare key allows (`v+a+b` -> `v-repaired-a-and-b`)."""
+    return candidate_id.replace(REPAIR_MARK, "-repaired-", 1).replace(REPAIR_MARK, "-and-")
+
+
 @dataclass(frozen=True)
 class Remedy:
     """One change to a quantization step: its slug (in the candidate's id), the fields it sets, what it is."""
