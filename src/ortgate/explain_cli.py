@@ -49,7 +49,8 @@ def add_parsers(commands) -> None:
         parser.add_argument("--json", type=Path, help="also write the result as JSON here")
 
 
-def _session(args, variant_ids: list[str]):
+def _session(args):
+    """The run's session, planning nothing yet: the command checks the variant first, then sets `planned_ids`."""
     from ortgate.session import RunSession
     from ortgate.spec.settings import read_pyproject, resolve_settings
 
@@ -59,8 +60,7 @@ def _session(args, variant_ids: list[str]):
     cli = {option.name: getattr(args, option.name, None) for option in OPTIONS}
     settings = resolve_settings(cli, read_pyproject(Path.cwd()), Path.cwd())
     log = lambda message: print(message, file=sys.stderr)  # noqa: E731
-    session = RunSession(settings, log=log, planned_ids=[BASELINE_ID, *variant_ids])
-    return session
+    return RunSession(settings, log=log)
 
 
 def _explainer(session, rows: int = 64, calls: int = 32):
@@ -81,21 +81,21 @@ def _write_json(path: Path | None, doc: dict) -> None:
 def profile_command(args) -> int:
     from ortgate.diagnose.explain import check_variant
     from ortgate.measure.profile import render_profile_markdown
-    from ortgate.spec.settings import read_pyproject, resolve_settings
 
-    cli = {option.name: getattr(args, option.name, None) for option in OPTIONS}
-    variants = resolve_settings(cli, read_pyproject(Path.cwd()), Path.cwd()).variant_set
-    check_variant(variants, args.variant, "profile", quantized=False)
-    against = args.against or variants.specs[args.variant].parent
+    session = _session(args)
+    check_variant(session.variants, args.variant, "profile", quantized=False)
+    against = args.against or session.variants.specs[args.variant].parent
     if against is not None:
-        check_variant(variants, against, "profile --against", quantized=False)
-    session = _session(args, [args.variant] + ([against] if against else []))
+        check_variant(session.variants, against, "profile --against", quantized=False)
+    session.planned_ids = [BASELINE_ID, args.variant, *([against] if against else [])]
     explainer = _explainer(session, calls=args.calls)
-    diff = explainer.profile_diff(args.variant, against) if against else None
-    profile = diff.variant if diff is not None else explainer.profile(args.variant)
+    try:
+        diff = explainer.profile_diff(args.variant, against) if against else None
+        profile = diff.variant if diff is not None else explainer.profile(args.variant)
+    finally:
+        explainer.close()
     print(render_profile_markdown(profile, diff))
     _write_json(args.json, diff.as_dict() if diff else profile.as_dict())
-    explainer.close()
     return 0
 
 
@@ -104,7 +104,7 @@ def diagnose_command(args) -> int:
     from ortgate.measure.tensor_error import render_diagnosis_markdown
     from ortgate.verdict.checks import GATED_METRICS
 
-    session = _session(args, [])
+    session = _session(args)
     check_variant(session.variants, args.variant, "diagnose")
     session.planned_ids = [BASELINE_ID, args.variant]
     session.prepare()
@@ -118,10 +118,12 @@ def diagnose_command(args) -> int:
                               f"drop within {results[0].tolerance}); pass --any to diagnose it anyway, or give a "
                               f"failing one (quantized variants: {', '.join(others)})")
     explainer = _explainer(session, rows=args.rows)
-    diagnosis = explainer.diagnose(args.variant)
+    try:
+        diagnosis = explainer.diagnose(args.variant)
+    finally:
+        explainer.close()
     print(render_diagnosis_markdown(diagnosis, top=args.top))
     _write_json(args.json, diagnosis.as_dict())
-    explainer.close()
     return 0
 
 
@@ -130,7 +132,7 @@ def repair_command(args) -> int:
     from ortgate.diagnose.repair import Repairer
     from ortgate.report.repair import render_markdown, repair_doc, write_repair
 
-    session = _session(args, [])
+    session = _session(args)
     check_variant(session.variants, args.variant, "repair")
     parent = session.variants.fp32_ancestor(args.variant)
     session.planned_ids = [BASELINE_ID, args.variant, *([parent] if parent else [])]
@@ -140,12 +142,14 @@ def repair_command(args) -> int:
     repairer = Repairer(session.plan, session.evaluator, explainer, s.tolerance, session.data.texts[: s.bench_samples],
                         s.gate_mode, s.confidence, cycles=args.cycles, log=session.log,
                         remedies=not args.fallback_only, speed_floors=s.speed_floors)
-    result = repairer.repair(args.variant)
+    try:
+        result = repairer.repair(args.variant)
+    finally:
+        explainer.close()
     print(render_markdown(result))
     paths = write_repair(result, s.results_dir / "repair" / args.variant)
     print("\n".join(f"{kind}: {path}" for kind, path in paths.items()), file=sys.stderr)
     _write_json(args.json, repair_doc(result))
-    explainer.close()
     return 0 if result.chosen is not None else 1
 
 

@@ -1,5 +1,7 @@
 """What a run explains at its end: a profile of each slow variant, a diagnosis of each failed quantized gate,
-and (with `repair` set) a repair of each of those. Reads the verdicts the run reached; starts no timing of them."""
+and (with `repair` set) a repair of each of those. Reads the verdicts the run reached and measures nothing again;
+the profiles and diagnoses run apart from the timed passes, and a repair times its candidates in round-robins of
+its own."""
 
 from __future__ import annotations
 
