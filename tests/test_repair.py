@@ -251,3 +251,9 @@ def test_profile_and_diagnose_commands_print_and_write_json(fragile, tmp_path, m
     diagnosis = json.loads((tmp_path / "d.json").read_text())
     assert diagnosis["parent"] == "O99" and diagnosis["rows"] == 8
     assert diagnosis["nodes"][0]["node"] in out and "against O99" in out
+
+
+def test_the_fallback_ends_with_every_ranked_node_however_many():
+    nodes = [f"n{i}" for i in range(200)]
+    counts = [len(c.spec.step.nodes_to_exclude) for c in exclusion_candidates(_spec(), nodes)]
+    assert counts == [1, 2, 4, 8, 16, 32, 64, 128, 200]

@@ -155,12 +155,12 @@ def exclusion_candidates(base: VariantSpec, ranked_nodes: Sequence[str | tuple[s
                          sizes: Sequence[int] = EXCLUSION_SIZES, base_remedy: str | None = None) -> list[Candidate]:
     """Round 3: `base`'s step with the worst 1, 2, 4, ... of `ranked_nodes` (worst first; each a parent-graph node
     name, or the names `exclusion_names` gives for one node) kept in fp32, up to all of them. `base` is the failing
-    variant or the round-1 candidate that came closest."""
+    variant or the candidate that came closest."""
     step = base.step
     if not isinstance(step, Quantize):
         raise ValueError(f"{base.id} is not quantized")
     nodes = list(dict.fromkeys((n,) if isinstance(n, str) else tuple(n) for n in ranked_nodes))
-    counts = sorted({min(n, len(nodes)) for n in sizes if nodes})
+    counts = sorted({min(n, len(nodes)) for n in sizes} | {len(nodes)}) if nodes else []  # ends with all of them
     failing_id, _, slug = base.id.partition(REPAIR_MARK)
     prefix = f"{slug}+" if slug else ""
     then = f"{base_remedy}, and " if base_remedy else ""
