@@ -14,10 +14,9 @@ from ortgate.errors import OrtgateError
 from ortgate.explain_cli import COMMANDS as DIAGNOSE_COMMANDS
 from ortgate.explain_cli import add_parsers as add_diagnose_parsers
 from ortgate.explain_cli import run_command as run_diagnose_command
-from ortgate.spec.options import OPTIONS, add_cli_options
+from ortgate.spec.options import add_cli_options
 from ortgate.spec.parsers import cache_dir_or_default
-
-_FROM_PYPROJECT = "Options not given come from [tool.ortgate] in ./pyproject.toml, else the defaults shown."
+from ortgate.spec.settings import FROM_PYPROJECT
 
 
 def _cache_dir(value: str | None) -> Path:
@@ -33,10 +32,10 @@ def _parser() -> argparse.ArgumentParser:
                          "builtin:distilbert-bert-tokenizer")
     add_cli_options(prepare, ["cache_dir"])
     listing = commands.add_parser("variants", help="list a variant matrix (preset + user matrix): id, parent, step",
-                                  description=_FROM_PYPROJECT)
+                                  description=FROM_PYPROJECT)
     build = commands.add_parser("build", help="build a variant matrix into the cache, measuring nothing; print "
                                 "each variant's build status, time and failure reason (exit 1 if any failed)",
-                                description=_FROM_PYPROJECT)
+                                description=FROM_PYPROJECT)
     add_cli_options(listing, ["preset", "matrix", "variants"])
     add_cli_options(build, ["preset", "matrix", "variants", "model", "dataset", "build_jobs", "cache_dir"])
     cpu = commands.add_parser("cpu", help="print this machine's CPU fingerprint, its measured GEMM kernels (fp32, "
@@ -179,10 +178,9 @@ def _calibrate_command(args) -> int:
 
 
 def _matrix_command(args) -> int:
-    from ortgate.spec.settings import read_pyproject, resolve_settings
+    from ortgate.spec.settings import settings_from_args
 
-    cli = {option.name: getattr(args, option.name, None) for option in OPTIONS}  # those the subcommand takes
-    settings = resolve_settings(cli, read_pyproject(Path.cwd()), Path.cwd())
+    settings = settings_from_args(args, Path.cwd())
     ids = settings.variant_set.select(settings.variants)
     if args.command == "variants":
         from ortgate.spec.variants import describe_step

@@ -9,34 +9,34 @@ import sys
 from pathlib import Path
 
 from ortgate.errors import ConfigError
-from ortgate.spec.options import OPTIONS, add_cli_options
+from ortgate.spec.options import add_cli_options
+from ortgate.spec.settings import FROM_PYPROJECT
 from ortgate.spec.variants import BASELINE_ID
 
 # What the three commands read: the matrix, the model and data, the gate, the machine settings.
 _RUN_OPTIONS = ["preset", "matrix", "model", "dataset", "split", "text_column", "label_column", "label_map",
                 "max_length", "limit", "tolerance", "gate_mode", "confidence", "speed_floor", "threads", "cache_dir",
                 "results_dir", "eval_batch_size", "bench_samples"]
-_FROM_PYPROJECT = "Options not given come from [tool.ortgate] in ./pyproject.toml, else the defaults shown."
 
 
 def add_parsers(commands) -> None:
     profile = commands.add_parser(
-        "profile", description=_FROM_PYPROJECT,
+        "profile", description=FROM_PYPROJECT,
         help="where a variant's time goes: ONNX Runtime's profiler by operator type and node, against its parent "
         "(or --against): which operators got faster or slower, which are new")
     profile.add_argument("variant")
     profile.add_argument("--against", help="the graph to compare with (default: the variant's parent)")
     profile.add_argument("--calls", type=int, default=32, help="profiled calls, one benchmark text each (32)")
     diagnose = commands.add_parser(
-        "diagnose", description=_FROM_PYPROJECT,
+        "diagnose", description=FROM_PYPROJECT,
         help="where a quantized variant's accuracy goes: its intermediate tensors against its fp32 parent's on the "
-        "calibration rows, nodes ranked by the error they introduce (SQNR lost), by layer and operator type")
+        "calibration rows, nodes ranked by the noise they add (introduced dB), by layer and operator type")
     diagnose.add_argument("variant")
     diagnose.add_argument("--rows", type=int, default=64, help="calibration rows to run (64)")
     diagnose.add_argument("--top", type=int, default=10, help="nodes to list (10)")
     diagnose.add_argument("--any", action="store_true", help="diagnose even a variant that passes its gate")
     repair = commands.add_parser(
-        "repair", description=_FROM_PYPROJECT,
+        "repair", description=FROM_PYPROJECT,
         help="find a variant that passes the accuracy gate, from one that fails it: remedies, then fp32 fallback of "
         "the worst nodes; a table, a Pareto plot and the entry of the fastest that passes (exit 1: none passed)")
     repair.add_argument("variant")
@@ -52,13 +52,12 @@ def add_parsers(commands) -> None:
 def _session(args):
     """The run's session, planning nothing yet: the command checks the variant first, then sets `planned_ids`."""
     from ortgate.session import RunSession
-    from ortgate.spec.settings import read_pyproject, resolve_settings
+    from ortgate.spec.settings import settings_from_args
 
     for dest in ("calls", "rows", "cycles", "top"):
         if getattr(args, dest, 1) < 1:
             raise ConfigError(f"--{dest} must be at least 1, got {getattr(args, dest)}")
-    cli = {option.name: getattr(args, option.name, None) for option in OPTIONS}
-    settings = resolve_settings(cli, read_pyproject(Path.cwd()), Path.cwd())
+    settings = settings_from_args(args, Path.cwd())
     log = lambda message: print(message, file=sys.stderr)  # noqa: E731
     return RunSession(settings, log=log)
 

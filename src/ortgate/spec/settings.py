@@ -48,6 +48,17 @@ def read_pyproject(rootdir: Path) -> dict:
     return table
 
 
+# An `ortgate` subcommand's description: where the options it does not get come from.
+FROM_PYPROJECT = "Options not given come from [tool.ortgate] in ./pyproject.toml, else the defaults shown."
+
+
+def settings_from_args(args: object, rootdir: Path) -> Settings:
+    """The settings of an `ortgate` subcommand: its parsed options (those it takes; None where not given) over
+    `[tool.ortgate]` in rootdir's pyproject.toml over the defaults."""
+    cli = {option.name: getattr(args, option.name, None) for option in OPTIONS}
+    return resolve_settings(cli, read_pyproject(rootdir), rootdir)
+
+
 def resolve_settings(cli: Mapping[str, object], pyproject: Mapping[str, object], rootdir: Path) -> Settings:
     """Merge (command line wins), validate, and type every setting."""
     pyproject = dict(pyproject)
