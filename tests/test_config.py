@@ -76,6 +76,7 @@ GOOD = {
     "latency_precision": 0.1, "latency_min_calls": 50, "latency_max_calls": 500, "latency_max_seconds": 30,
     "footprint_rounds": 2, "batch_sizes": "1,4", "seq_lengths": "32,64", "threads_sweep": "1,2",
     "budgets": "*int8*=p99_ms:15;memory_mb:300", "cycle_precision": "off", "min_cycles": 4,
+    "store": "sqlite:///history/runs.db",
 }
 MATRIX = '[variants.mine]\nparent = "onnx"\noptimize = { level = 2 }\n'
 
@@ -147,7 +148,7 @@ BAD = {
     "latency_precision": 0,
     "latency_min_calls": 5, "latency_max_calls": "many", "latency_max_seconds": -1, "footprint_rounds": 0,
     "batch_sizes": "1,0", "seq_lengths": "2", "threads_sweep": "two", "budgets": "*int8*=p95_ms:15",
-    "cycle_precision": 2, "min_cycles": 1,
+    "cycle_precision": 2, "min_cycles": 1, "store": "mysql://ci@db/runs",
 }
 ANY_TEXT = {"model", "dataset", "split", "label_column", "structure_dir", "cache_dir", "results_dir", "known_good"}
 

@@ -13,7 +13,8 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "src" / "ortgate"
 # Lower layers first; a module may import its own layer and the layers below it.
 LAYERS = [("errors", "files", "cache", "isa"), ("spec",), ("sources",), ("build",), ("measure",), ("verdict",),
-          ("diagnose",), ("record",), ("report",), ("session", "ab"), ("plugin", "cli", "explain_cli")]
+          ("diagnose",), ("record",), ("history",), ("report",), ("session", "ab"),
+          ("plugin", "cli", "explain_cli", "history_cli")]
 LONGEST_FUNCTION, LONGEST_CLASS = 60, 200
 
 

@@ -14,6 +14,8 @@ from ortgate.errors import OrtgateError
 from ortgate.explain_cli import COMMANDS as DIAGNOSE_COMMANDS
 from ortgate.explain_cli import add_parsers as add_diagnose_parsers
 from ortgate.explain_cli import run_command as run_diagnose_command
+from ortgate.history_cli import add_parser as add_history_parser
+from ortgate.history_cli import add_selection_options, history_command, stored_runs
 from ortgate.spec.options import add_cli_options
 from ortgate.spec.parsers import cache_dir_or_default
 from ortgate.spec.settings import FROM_PYPROJECT
@@ -70,9 +72,12 @@ def _parser() -> argparse.ArgumentParser:
     calibrate.add_argument("--splits", type=int, default=200, help="random splits per setting (200)")
     calibrate.add_argument("--json", type=Path, help="write the figures here")
     calibrate.add_argument("--markdown", type=Path, help="write the table here")
-    report = commands.add_parser("report", help="cross-machine report (Markdown, HTML, PNG) from summary.json files")
-    report.add_argument("results", type=Path, nargs="+", help="summary.json files, one or more per machine")
+    report = commands.add_parser("report", help="cross-machine report (Markdown, HTML, PNG) from summary.json files, "
+                                 "or from the history store's runs (--store with --machine/--since/--last)")
+    report.add_argument("results", type=Path, nargs="*", help="summary.json files, one or more per machine")
     report.add_argument("--out", type=Path, default=Path("ortgate-report"), help="output folder")
+    add_selection_options(report, variants=False)
+    add_history_parser(commands)
     add_ab_parser(commands)
     add_diagnose_parsers(commands)
     return parser
@@ -94,10 +99,9 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "calibrate":
             return _calibrate_command(args)
         elif args.command == "report":
-            from ortgate.report.crossmachine import write_report
-
-            for kind, path in write_report(args.results, args.out).items():
-                print(f"{kind}: {path}")
+            return _report_command(args)
+        elif args.command == "history":
+            return history_command(args)
         elif args.command in ("variants", "build"):
             return _matrix_command(args)
         elif args.command == "cpu":
@@ -110,6 +114,20 @@ def main(argv: list[str] | None = None) -> int:
     except OrtgateError as exc:
         print(f"ortgate: {exc}", file=sys.stderr)
         return 2
+    return 0
+
+
+def _report_command(args) -> int:
+    from ortgate.report.crossmachine import load_summaries, write_report_of
+
+    from_store = args.store is not None or any((args.machine, args.since, args.branch, args.last))
+    if args.results and from_store:
+        raise OrtgateError("report takes summary.json files or --store (with --machine/--since/--last), not both")
+    if not args.results and not from_store:
+        raise OrtgateError("report needs summary.json files, or --store to read runs from the history store")
+    runs = stored_runs(args) if from_store else load_summaries(args.results)
+    for kind, path in write_report_of(runs, args.out).items():
+        print(f"{kind}: {path}")
     return 0
 
 

@@ -374,3 +374,23 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
     terminalreporter.section("ortgate summary")
     terminalreporter.write(render_terminal(result))
     terminalreporter.write_line(f"results: {json_path}  {md_path}")
+    store_result(result, config, json_path, terminalreporter)
+
+
+def store_result(result: RunResult, config: pytest.Config, json_path: Path, terminalreporter) -> None:
+    """Append the run to the history store (--ortgate-store). A store that fails stops nothing but this step:
+    the files are written already, and the message says how to store them later."""
+    target = config.stash[SETTINGS_KEY].store
+    if not target:
+        return
+    from ortgate.history.store import Provenance, StoreError, shown_target, store_run
+
+    try:
+        stored, shown = store_run(target, config.rootpath, result, Provenance("pytest"))
+    except StoreError as exc:
+        terminalreporter.write_line(
+            f"ortgate: the run was not stored: {exc}. Its files are written; store it later with: ortgate history "
+            f"import {json_path} --store {shown_target(target, config.rootpath)}", yellow=True)
+        return
+    said = "stored as" if stored.created else "already stored as"
+    terminalreporter.write_line(f"history: {said} run {stored.run_id} in {shown}")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 
 from ortgate.build.builder import BuildStatus, library_versions
 from ortgate.build.plan import BuildPlan
@@ -17,6 +18,7 @@ from ortgate.measure.evaluation import Evaluator
 from ortgate.measure.footprint import FootprintMeter, weights_bytes
 from ortgate.measure.shapes import ShapeMeter
 from ortgate.measure.speed import SpeedMeter
+from ortgate.record.provenance import source_control
 from ortgate.record.result import (
     MODEL_ONLY,
     SPEED_MODE,
@@ -284,6 +286,7 @@ def collect_result(stages: RunStages, *, settings, model: ModelSource, data: Eva
         timer_overhead_ns=stages.meter.timer.median_ns if stages.meter.timer else None,
         latency_pass=_latency_pass(stages.meter),
         gemm_ceilings=[c.as_dict() for c in stages.roofline.ceilings.values()] or None,
+        source_control=source_control(Path.cwd()),
         labels=data.labels.tolist() if evaluations else None,
         predictions={vid: e.predictions.tolist() for vid, e in evaluations.items()},
     )

@@ -16,9 +16,9 @@ from pathlib import Path
 from ortgate.errors import OrtgateError
 
 SCHEMA = "ortgate-run"
-SCHEMA_VERSION = 4  # 2: interleaved round-robin speeds (VariantResult.interleaved); 3: latency, footprint, shapes,
-# threads, roofline, budgets; 4: profile, diagnosis, repair
-READABLE_VERSIONS = (2, 3, 4)  # 3 and 4 only add fields, all optional: an older record reads as one without them
+SCHEMA_VERSION = 5  # 2: interleaved round-robin speeds (VariantResult.interleaved); 3: latency, footprint, shapes,
+# threads, roofline, budgets; 4: profile, diagnosis, repair; 5: source control (commit, branch)
+READABLE_VERSIONS = (2, 3, 4, 5)  # 3 to 5 only add fields, all optional: an older record reads as one without them
 SPEED_MODE = "end-to-end"  # the reference measured pipelines, tokenization included
 MODEL_ONLY = "model-only"
 
@@ -340,6 +340,7 @@ class RunResult:
     timer_overhead_ns: float | None = None  # the median gap of two back-to-back perf_counter_ns reads
     latency_pass: dict | None = None  # cycles, why it stopped, calls a graph, block size
     gemm_ceilings: list[dict] | None = None  # this CPU's measured GEMM kernels (roofline)
+    source_control: dict | None = None  # record.provenance.source_control(): git commit, branch, dirty
     # Only in the benchmark JSON (not summary.json): what `ortgate compare` pairs row by row.
     labels: list[int] | None = None
     predictions: dict[str, list[int]] | None = None

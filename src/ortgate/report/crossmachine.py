@@ -20,34 +20,11 @@ from pathlib import Path
 
 from ortgate.errors import OrtgateError
 from ortgate.files import atomic_write_text
-from ortgate.record.result import SPEED_MODE, RunResult, VariantResult, read_run_record
+from ortgate.record.result import RunResult, VariantResult, read_run_record
+from ortgate.record.speed import Speed, speed_of
 
 LOST_ACCURACY_PP = 0.1  # a variant more than this below its best machine "lost accuracy" there
 ELIGIBLE_GATES = ("pass", "baseline")
-
-
-@dataclass(frozen=True)
-class Speed:
-    """One run's speed ratio of a variant to that run's baseline, and the interval the run gives it."""
-
-    ratio: float
-    interval: tuple[float, float] | None
-    source: str  # "interleaved" | "speed check" | "two medians" (no interval) | "baseline" (exactly 1)
-
-
-def speed_of(row: VariantResult, baseline: str) -> Speed | None:
-    """The round-robin ratio and interval when the record has them, else the same-run speed check's when it
-    is to the baseline, else the ratio of the two medians without an interval."""
-    if row.variant == baseline:
-        timed = row.samples_per_s is not None or row.speed_ratio is not None or row.interleaved
-        return Speed(1.0, (1.0, 1.0), "baseline") if timed else None
-    interleaved = (row.interleaved or {}).get(SPEED_MODE)
-    if interleaved is not None and interleaved.reference == baseline:
-        return Speed(interleaved.ratio, tuple(interleaved.interval), "interleaved")
-    check = row.speed_check
-    if check is not None and check.reference == baseline:
-        return Speed(check.ratio, tuple(check.interval), "speed check")
-    return Speed(row.speed_ratio, None, "two medians") if row.speed_ratio is not None else None
 
 
 @dataclass
@@ -452,7 +429,12 @@ def render_html(report: CrossReport, plots: list[Path]) -> str:
 
 
 def write_report(paths: list[Path], out_dir: Path) -> dict[str, Path]:
-    report = build_report(load_summaries(paths))
+    return write_report_of(load_summaries(paths), out_dir)
+
+
+def write_report_of(runs: list[tuple[Path, RunResult]], out_dir: Path) -> dict[str, Path]:
+    """The report of runs already read (files, or a history store's records labelled by run)."""
+    report = build_report(runs)
     out_dir.mkdir(parents=True, exist_ok=True)
     plots = render_plots(report, out_dir)
     outputs = {"markdown": out_dir / "report.md", "html": out_dir / "report.html"}

@@ -33,7 +33,8 @@ class Option:
     parser: p.Parser  # (raw value, name) -> the typed value; raises ConfigError naming the setting
     default: object
     help: str  # what the setting does, without its default
-    kind: Literal["value", "flag", "multi"] = "value"  # flag: on/off, given bare; multi: may be given repeatedly
+    # flag: on/off, given bare; multi: may be given repeatedly; optional: given bare (True) or with a value
+    kind: Literal["value", "flag", "multi", "optional"] = "value"
     type: object = object  # the type of the Settings field
     attr: str = ""  # the Settings field, where it is not `name`
     default_text: str | None = None  # how help shows the default, where str(default) does not say it
@@ -147,6 +148,11 @@ OPTIONS: tuple[Option, ...] = (
     Option("repair", p.boolean, False, "after the tests, repair each quantized variant whose accuracy gate failed "
            "(as `ortgate repair` does): candidates, Pareto plot and the entry of the fastest that passes in the "
            "summary and under <results_dir>/repair/<variant>/", kind="flag", type=bool),
+    # History
+    Option("store", p.store_target, None, "append the run's record to the history store: given bare (or true), "
+           f"the SQLite file {p.DEFAULT_STORE} under the project root; or a sqlite:///PATH or "
+           "postgresql://USER@HOST/DB URL, or a file path. A store that fails stops only the store step "
+           "(`ortgate history import` the files later)", kind="optional", type=str | None, default_text="off"),
 )
 OPTIONS_BY_NAME: dict[str, Option] = {option.name: option for option in OPTIONS}
 
@@ -169,10 +175,12 @@ def argparse_kwargs(option: Option, dest: str) -> dict:
     """add_argument's (and pytest addoption's) keywords: the value stays raw (a string, True for a flag, a list
     for a multi option) and is None when not given, so that [tool.ortgate] and then the default apply;
     `parse_option` (or `settings.resolve_settings`) types it."""
-    action = {"flag": "store_const", "multi": "append", "value": "store"}[option.kind]
+    action = {"flag": "store_const", "multi": "append", "value": "store", "optional": "store"}[option.kind]
     kwargs: dict = {"action": action, "dest": dest, "default": None, "help": help_text(option)}
-    if option.kind == "flag":
+    if option.kind in ("flag", "optional"):
         kwargs["const"] = True
+    if option.kind == "optional":
+        kwargs["nargs"] = "?"
     return kwargs
 
 

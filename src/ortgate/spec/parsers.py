@@ -79,6 +79,28 @@ def boolean(value: object, name: str) -> bool:
     raise ConfigError(f"ortgate setting {name!r} must be true or false, got {value!r}")
 
 
+DEFAULT_STORE = ".ortgate/history.db"  # the store setting given bare (true): this SQLite file under the project root
+
+
+def store_target(value: object, name: str) -> str | None:
+    """The history store: true (the default SQLite file), false or unset (none), a sqlite:/// or
+    postgresql:// URL, or the path of a SQLite file."""
+    if value is None or value is False:
+        return None
+    if value is True:
+        return DEFAULT_STORE
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"ortgate setting {name!r} must be true, a database URL or a file path, got {value!r}")
+    target = value.strip()
+    if "://" in target and target.split("://")[0].split("+")[0] not in ("sqlite", "postgresql"):
+        raise ConfigError(f"ortgate setting {name!r} must be a sqlite:///PATH or postgresql://USER@HOST/DB URL "
+                          f"(or a file path), got {target.split('://')[0]}://...")
+    if "://" not in target and Path(target).expanduser().is_dir():  # `--ortgate-store benchmarks` took the tests
+        raise ConfigError(f"ortgate setting {name!r} got the folder {target!r} as its store: give the store as "
+                          f"--ortgate-store=URL, or put a bare --ortgate-store after the test paths")
+    return target
+
+
 def path(value: object, name: str) -> Path | None:
     return None if value is None else Path(str(value)).expanduser()
 

@@ -1,0 +1,1 @@
+"""History across runs and machines: a store of run records (SQLite or PostgreSQL), series and their steps."""

@@ -1,0 +1,103 @@
+"""Steps (mean shifts) in a run history: one series per variant × machine × metric, one value per run in time order,
+on the metric's analysis scale (`Metric.analysed`: log for speeds, times and memory, pp for accuracy).
+
+The search is penalized least squares (the l2 cost: squared deviations from each segment's mean, plus a penalty
+per step), solved exactly by ruptures' C implementation (`KernelCPD` with the linear kernel: the same cost and
+optimum as `Pelt(model="l2")`, which is pure Python and takes ~2 s for one series of 1,000 points; this takes
+~1.5 ms). The series is first divided by its noise sd, so one penalty serves every metric and machine, and runs
+that stand out alone (fewer than MIN_SIZE in a row) are pulled in to CLIP sd of their neighbours' median, so that
+one bad run cannot buy itself a segment (the l2 cost of a 9-sd outlier is larger than two penalties).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import ruptures as rpt
+from numpy.lib.stride_tricks import sliding_window_view
+
+# Calibrated with `python benchmarks/calibrate_steps.py` (defaults: --noise 0.031 0.049 --trials 200 --seed 1;
+# figures in its steps.md). Filled in from the measurement below.
+PENALTY = 12.0  # the cost of one more step on the standardized scale (noise sd = 1), in sd²; not × log(n)
+MIN_SIZE = 3  # the shortest segment: a step needs this many runs on each side
+CLIP = 3.0  # sd: how far a run may stand from the median of the 2·MIN_SIZE - 1 runs around it
+
+# The Gaussian consistency factor of the MAD (1 / Phi^-1(3/4)).
+MAD_TO_SD = 1.4826
+
+
+@dataclass(frozen=True)
+class Detection:
+    """The steps found in one series. `indices`: for each step, the index of the first point after it.
+    `noise`: the sd the series was divided by (analysis scale); `penalty`: what ruptures was given
+    (standardized scale; 0.0 when no search was run)."""
+
+    indices: tuple[int, ...]
+    noise: float
+    penalty: float
+
+
+def estimate_noise(y) -> float:
+    """A robust sd of the run-to-run noise of `y` (analysis scale), from its first differences.
+
+    Why differences: a step moves the level once, so of the n - 1 differences only one per step is large, while
+    the sd of the values themselves would count every step as noise (and hide the steps it is meant to scale).
+    Why the MAD: it ignores those few large differences (and a single outlier run, which spoils two) where an sd
+    would not. A difference of two independent runs has sd sqrt(2)·sd, hence the division. Measured: unbiased
+    for Gaussian noise; ~11% low for Student-t (df=5) noise of the same sd (the MAD does not see the tails); its
+    own spread is ~29% at 20 points, ~18% at 50, ~4% at 1,000 - short histories are where false steps come from.
+    `detect` uses this same estimate and the calibration simulates it. Fewer than 3 points: 0.0."""
+    values = np.asarray(y, dtype=float)
+    if values.size < 3:
+        return 0.0
+    d = np.diff(values)
+    return float(MAD_TO_SD * np.median(np.abs(d - np.median(d))) / math.sqrt(2.0))
+
+
+def running_median(z: np.ndarray, width: int) -> np.ndarray:
+    """For each point, the median of the `width` points centred on it; near the ends, of the first or last
+    `width` points. Why not windows cut short at the ends: there a lone outlier would be one of only half as many
+    points, and the newest run, the one CI asks about, is always at an end."""
+    n = z.size
+    if n <= width:
+        return np.full(n, np.median(z))
+    medians = np.median(sliding_window_view(z, width), axis=1)  # of z[i:i + width], i = 0 .. n - width
+    return medians[np.clip(np.arange(n) - width // 2, 0, n - width)]
+
+
+def clip_lone_runs(z: np.ndarray, clip: float, min_size: int) -> np.ndarray:
+    """`z` (standardized) with each point pulled to within `clip` of the median of the 2·min_size - 1 points
+    around it. Why this window: fewer than min_size deviating runs in a row never make its median, so they are
+    clipped; min_size or more do, so a real step (min_size runs after it) keeps its full size. A step of more
+    than 2·clip sd seen by fewer than min_size runs is shrunk until it has min_size - they are too few for a step
+    anyway."""
+    median = running_median(z, 2 * min_size - 1)
+    return median + np.clip(z - median, -clip, clip)
+
+
+def detect(y, *, noise: float | None = None, floor: float = 0.0, penalty: float = PENALTY,
+           min_size: int = MIN_SIZE, clip: float | None = CLIP, log_n: bool = False) -> Detection:
+    """Steps in `y` (one value per run, time order, analysis scale).
+
+    The series is divided by its noise sd (`noise`, else `estimate_noise(y)`, at least `floor`) so that the
+    penalty, calibrated once on standardized series, means the same false-step rate for every metric and noise
+    level; lone runs are clipped (`clip_lone_runs`; `clip=None`: not); then the penalized l2 segmentation with
+    segments of at least `min_size` points is solved exactly. `log_n`: the penalty is `penalty`·log(n) (measured
+    and not chosen: see PENALTY). No steps when the sd is 0 (a series that reproduces exactly and has no floor:
+    nothing to measure a change against) or when there are fewer than 2·min_size points (no step can have
+    min_size on both sides). A value that is not finite (the log of a 0) is an error, not a step."""
+    values = np.asarray(y, dtype=float)
+    if not np.all(np.isfinite(values)):
+        raise ValueError("detect: the series has values that are not finite")
+    sd = max(estimate_noise(values) if noise is None else float(noise), float(floor))
+    n = values.size
+    if n < 2 * min_size or not sd > 0:
+        return Detection((), sd, 0.0)
+    pen = penalty * math.log(n) if log_n else float(penalty)
+    z = (values - np.median(values)) / sd
+    if clip is not None:
+        z = clip_lone_runs(z, clip, min_size)
+    ends = rpt.KernelCPD(kernel="linear", min_size=min_size).fit(z).predict(pen=pen)
+    return Detection(tuple(int(i) for i in ends[:-1]), sd, pen)
