@@ -1,6 +1,6 @@
 """Calibrate the step detector of run histories (`ortgate.history.changepoints`) on synthetic series.
 
-    python benchmarks/calibrate_steps.py --noise 0.031 0.049 --trials 200 --seed 1 --out ortgate-steps
+    python benchmarks/calibrate_steps.py --noise 0.031 0.049 --trials 300 --seed 1 --out ortgate-steps
 
 For each setting of the detector (penalty, with or without × log(n), MIN_SIZE, clipping of lone runs) and each
 noise (sd of the log same-run ratio; Gaussian, and Student-t with df=5 scaled to the same sd):
@@ -18,7 +18,8 @@ The detector divides each series by its own estimated sd, so the false-step figu
 level (simulated once per noise kind, at sd 1; the ratio metric's floor, 0.005, is below every noise given).
 All series come from seeded numpy Generators and are the same for every setting (common random numbers).
 The setting chosen: the one with the best mean detection within 5 runs among those with at most --max-false
-false steps per 100 runs (flat N=100, N=1000 and new in the CI procedure) for both noise kinds.
+false steps per 100 runs (flat N=100, N=1000 and new in the CI procedure) for both noise kinds, at the one-sided
+95% upper bound of each simulated rate (the false-step limit first, then detection; never tuned on detection).
 """
 
 from __future__ import annotations
@@ -57,9 +58,12 @@ class Setting:
         return detect(y, penalty=self.penalty, min_size=self.min_size, clip=self.clip, log_n=self.log_n).indices
 
 
-GRID = ([Setting(p, False, m, 3.0) for m in (2, 3) for p in (8.0, 10.0, 12.0, 14.0, 16.0)]
+GRID = ([Setting(p, False, 3, 3.0) for p in (8.0, 10.0, 12.0, 14.0, 16.0)]
+        + [Setting(p, False, 2, 3.0) for p in (10.0, 12.0, 14.0)]
         + [Setting(p, False, 3, None) for p in (10.0, 12.0, 14.0)]
-        + [Setting(p, True, 3, 3.0) for p in (2.0, 2.5, 3.0, 3.5)])
+        + [Setting(p, True, 3, 3.0) for p in (2.5, 3.0)])
+FALSE = ("flat100", "flat1000", "ci_new")  # the false-step figures the choice limits (per 100 runs)
+Z95 = 1.645  # one-sided 95%: the limit must hold for the simulation's upper bound, not just its estimate
 
 
 def noise(rng: np.random.Generator, kind: str, shape: tuple[int, ...]) -> np.ndarray:
@@ -126,21 +130,31 @@ def evaluate(setting: Setting, data: list[dict], noises: list[float], before: in
     rows = []
     for kind, sims in zip(KINDS, data, strict=True):
         false = {"flat100": false_steps(setting, sims["flat100"]), "flat1000": false_steps(setting, sims["flat1000"]),
-                 **ci_false_alarms(setting, sims["ci"])}
+                 **ci_false_alarms(setting, sims["ci"]),
+                 "runs": {"flat100": sims["flat100"].size, "flat1000": sims["flat1000"].size,
+                          "ci_new": sims["ci"].size}}
         for sd, stepped in zip(noises, sims["stepped"], strict=True):
             rows.append({**asdict(setting), "label": setting.label, "noise": sd, "kind": kind, **false,
                          **detection(setting, stepped, before)})
     return rows
 
 
+def upper(row: dict, figure: str) -> float:
+    """A one-sided 95% upper bound of a false-step rate (per 100 runs), counting its events as Poisson."""
+    runs = row["runs"][figure]
+    events = row[figure] * runs / 100.0
+    return 100.0 * (events + Z95 * math.sqrt(max(events, 1.0))) / runs
+
+
 def choose(rows: list[dict], max_false: float) -> dict | None:
-    """The setting with the best mean detection within WINDOW runs among those whose false steps (flat N=100,
-    N=1000, new in the CI procedure) are at most `max_false` per 100 runs for every noise kind."""
+    """The setting with the best mean detection within WINDOW runs among those whose false steps (FALSE: flat
+    N=100, N=1000, new in the CI procedure) are at most `max_false` per 100 runs for every noise kind, at the
+    simulation's 95% upper bound (a setting on the limit passes or fails by the seed otherwise)."""
     by_label: dict[str, list[dict]] = {}
     for row in rows:
         by_label.setdefault(row["label"], []).append(row)
     ok = {label: rs for label, rs in by_label.items()
-          if all(max(r["flat100"], r["flat1000"], r["ci_new"]) <= max_false for r in rs)}
+          if all(upper(r, f) <= max_false for r in rs for f in FALSE)}
     if not ok:
         return None
     label = max(ok, key=lambda lb: (np.mean([r[f"k{WINDOW}"] for r in ok[lb]]), -ok[lb][0]["penalty"]))
@@ -162,15 +176,17 @@ def render(rows: list[dict], command: str, chosen: dict | None, seconds: float, 
                      f"{r['clip'] if r['clip'] is not None else 'none'} | {r['k3']:.0%} | {r['k4']:.0%} | "
                      f"{r['k5']:.0%} | {median} | {r['flat100']:.2f} | {r['flat1000']:.2f} | "
                      f"{r['ci_failing']:.2f} | {r['ci_new']:.2f} |")
-    lines += ["", f"Chosen: {chosen['label']}" if chosen else "Chosen: none meets the false-step limit"]
+    lines += ["", f"Chosen: {chosen['label']}" if chosen else "Chosen: none meets the false-step limit",
+              "(the best detection within 5 runs among settings whose false steps per 100 runs - flat N=100, "
+              "N=1000, new in CI - stay at most the limit at their 95% upper bound, for both noise kinds)"]
     return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--noise", type=float, nargs="+", default=[0.031, 0.049], help="noise sds (log scale)")
-    parser.add_argument("--trials", type=int, default=200, help="series per simulation (N=1000: a fifth)")
-    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--trials", type=int, default=300, help="series per simulation (N=1000: a fifth) (300)")
+    parser.add_argument("--seed", type=int, default=1, help="(1)")
     parser.add_argument("--before", type=int, default=50, help="flat runs before the step (50)")
     parser.add_argument("--max-false", type=float, default=1.0, help="false steps per 100 runs allowed (1)")
     parser.add_argument("--out", type=Path, default=Path("ortgate-steps"))
@@ -181,8 +197,9 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for n, setting in enumerate(GRID, 1):
         rows += (new := evaluate(setting, data, args.noise, args.before))
-        worst = max(max(r["flat100"], r["flat1000"], r["ci_new"]) for r in new)
-        print(f"[{n}/{len(GRID)}] {setting.label}: worst false {worst:.2f}/100 runs, detection within 5 "
+        worst = max(r[f] for r in new for f in FALSE)
+        bound = max(upper(r, f) for r in new for f in FALSE)
+        print(f"[{n}/{len(GRID)}] {setting.label}: worst false {worst:.2f}/100 runs (bound {bound:.2f}), found in 5: "
               + " ".join(f"{r['kind']}@{r['noise']:.3f} {r['k5']:.0%}" for r in new)
               + f" ({time.perf_counter() - started:.0f}s)", flush=True)
     chosen = choose(rows, args.max_false)

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from ortgate.cli import main as cli_main
 from ortgate.record.result import RunResult
 
 SUITE = Path(__file__).resolve().parents[1] / "benchmarks"
@@ -76,12 +77,25 @@ def test_suite_gates_benchmarks_summarizes_and_reuses_the_cache(suite, pytester)
 TIME_STATS = ("min", "max", "mean", "stddev", "median", "iqr", "q1", "q3", "ld15iqr", "hd15iqr", "total")
 
 
-def test_saved_benchmarks_compare_and_gate(suite, pytester):
+def test_saved_benchmarks_compare_and_gate(suite, pytester, capsys):
     args = ["test_throughput.py::test_throughput", "--ortgate-variants=dynamic-int8", "--benchmark-storage=file://./bstore"]
-    suite(*args, "--benchmark-autosave").assert_outcomes(passed=4)
-    compared = suite(*args, "--benchmark-compare", "--benchmark-compare-fail=median:100000%")
+    saved_run = suite(*args, "--benchmark-autosave", "--ortgate-store")  # bare, after the test paths
+    saved_run.assert_outcomes(passed=4)
+    saved_run.stdout.fnmatch_lines([f"history: stored as run 1 in sqlite:///{pytester.path}/.ortgate/history.db"])
+    # A store that cannot be reached stops only the store step: the tests pass, the files are written.
+    compared = suite(*args, "--benchmark-compare", "--benchmark-compare-fail=median:100000%",
+                     "--ortgate-store=postgresql://ortgate:secret@127.0.0.1:1/history")
     compared.assert_outcomes(passed=4)
-    compared.stdout.fnmatch_lines(["*test_throughput[[]dynamic-int8-model-only[]] (0001_*"])  # the saved run
+    compared.stdout.fnmatch_lines(["*test_throughput[[]dynamic-int8-model-only[]] (0001_*",  # the saved run
+                                   "*the run was not stored: the store postgresql://ortgate:***@127.0.0.1:1/"
+                                   "history cannot be reached*store it later with: ortgate history import "
+                                   "*summary.json --store postgresql://ortgate:***@127.0.0.1:1/history"])
+    assert "secret" not in compared.stdout.str() and compared.ret == 0
+    assert (pytester.path / "ortgate-results" / "summary.json").exists()
+    # The autosaved file is the run stored above: importing it stores nothing new.
+    assert cli_main(["history", "import", str(pytester.path / "bstore"), "--store",
+                     str(pytester.path / ".ortgate" / "history.db")]) == 0
+    assert "1 run(s) read: 0 stored, 1 stored already" in capsys.readouterr().out
     # An injected regression that does not depend on this machine's timing: the saved run, made 1,000 times
     # faster, against which any new run is far slower than 30%.
     [saved] = (pytester.path / "bstore").rglob("*.json")

@@ -106,19 +106,22 @@ def load_series(store: Store, selection: Selection | None = None, metrics: tuple
     baselines = {row.id: row.baseline for row in runs}
     order = {row.id: i for i, row in enumerate(runs)}
     groups: dict[tuple[str, str], list] = defaultdict(list)
-    for row in store.variant_rows(list(infos), selection.variants):
-        groups[(row.variant, infos[row.run_id].machine_id)].append(row)
+    wanted = ("run_id", "variant", "parent", "gate", *{c for name in metrics for c in COLUMNS[name] if c})
+    at = {name: i for i, name in enumerate(wanted)}  # rows as tuples: getattr on a Row is slow
+    for row in store.variant_rows(list(infos), selection.variants, wanted):
+        row = tuple(row)
+        groups[(row[at["variant"]], infos[row[at["run_id"]]].machine_id)].append(row)
     raw = []
     for (variant, machine_id), rows in sorted(groups.items()):
-        rows.sort(key=lambda r: order[r.run_id])
-        parent = next((r.parent for r in reversed(rows) if r.parent), None)
+        rows.sort(key=lambda r: order[r[at["run_id"]]])
+        parent = next((r[at["parent"]] for r in reversed(rows) if r[at["parent"]]), None)
         for name in metrics:
             metric, (value, low, high) = METRICS[name], COLUMNS[name]
-            if name == "ratio" and all(baselines[r.run_id] == variant for r in rows):
+            if name == "ratio" and all(baselines[r[at["run_id"]]] == variant for r in rows):
                 continue
-            points = [Point(infos[r.run_id], getattr(r, value), getattr(r, low) if low else None,
-                            getattr(r, high) if high else None, r.gate)
-                      for r in rows if _usable(metric, getattr(r, value))]
+            v, lo, hi, gate, run = at[value], at.get(low), at.get(high), at["gate"], at["run_id"]
+            points = [Point(infos[r[run]], r[v], None if lo is None else r[lo], None if hi is None else r[hi], r[gate])
+                      for r in rows if _usable(metric, r[v])]
             if points:
                 raw.append((variant, machine_id, metric, points, parent))
     series = analyse_all(raw)

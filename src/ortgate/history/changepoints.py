@@ -3,25 +3,42 @@ on the metric's analysis scale (`Metric.analysed`: log for speeds, times and mem
 
 The search is penalized least squares (the l2 cost: squared deviations from each segment's mean, plus a penalty
 per step), solved exactly by ruptures' C implementation (`KernelCPD` with the linear kernel: the same cost and
-optimum as `Pelt(model="l2")`, which is pure Python and takes ~2 s for one series of 1,000 points; this takes
-~1.5 ms). The series is first divided by its noise sd, so one penalty serves every metric and machine, and runs
-that stand out alone (fewer than MIN_SIZE in a row) are pulled in to CLIP sd of their neighbours' median, so that
-one bad run cannot buy itself a segment (the l2 cost of a 9-sd outlier is larger than two penalties).
+optimum as `Pelt(model="l2", jump=1)`, which is pure Python and takes 2-4 s for one flat series of 1,000
+points - and its default jump=5 only puts steps at multiples of 5; this takes ~1-2 ms). The series is first
+divided by its noise sd, so one penalty serves every metric and machine, and runs that stand out alone (fewer
+than MIN_SIZE in a row) are pulled in to CLIP sd of their neighbours' median, so that one bad run cannot buy
+itself a segment (the l2 cost of a lone 9-sd outlier, 81/3 in a segment of 3, is more than two penalties).
 """
 
 from __future__ import annotations
 
+import importlib.machinery
+import importlib.util
 import math
 from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
 
 import numpy as np
-import ruptures as rpt
 from numpy.lib.stride_tricks import sliding_window_view
 
-# Calibrated with `python benchmarks/calibrate_steps.py` (defaults: --noise 0.031 0.049 --trials 200 --seed 1;
-# figures in its steps.md). Filled in from the measurement below.
-PENALTY = 12.0  # the cost of one more step on the standardized scale (noise sd = 1), in sd²; not × log(n)
+# Calibrated with `python benchmarks/calibrate_steps.py --noise 0.031 0.049 --trials 300 --seed 1` (94 s; steps.md):
+# synthetic series with the noise measured here (sd of the log same-run ratio, 3.1% median, 4.9% largest),
+# Gaussian and Student-t (df=5). Chosen first by false steps: the smallest penalty with at most 1 false step per
+# 100 runs (flat N=100, flat N=1000, new steps in the CI procedure; at the simulation's 95% upper bound) for both
+# noise kinds. PENALTY 12, Gaussian / t: flat N=100 0.05 / 0.10, N=1000 0.00 / 0.06, CI new 0.49 / 0.59 per 100
+# runs; CI failing runs (a step in the last 5 runs) 0.81 / 0.91 (1.22 for t on 800 other series). 10 fails
+# (t: CI new 0.95, upper bound 1.04; 1.16 on 800 other series). What that leaves for detection: a 5% step, the
+# detector run after each new run, is found within 5 runs after it in 47% / 60% of series at 3.1% noise and
+# 18% / 24% at 4.9% (within 3 runs: 20% / 31%, 8% / 11%); the median delay is over 5 runs.
+# Not × log(n): at a constant penalty false steps per 100 runs already fall with n (N=100 0.05, N=1000 0.00),
+# and log(n) favours alarms in short histories, where CI alarms come from: 3·log n detects the same at n≈55
+# with CI failing runs 1.51 / 1.56 per 100 instead of 0.81 / 0.91.
+PENALTY = 12.0  # the cost of one more step on the standardized scale (noise sd = 1), in sd²
+# 3, not 2: at the same penalty and detection, min_size 2 doubles the CI false alarms (failing 1.63 / 1.89).
 MIN_SIZE = 3  # the shortest segment: a step needs this many runs on each side
+# Lone runs clipped to 3 sd: detection unchanged, t noise's false steps halved (pen 12, t: CI failing 0.91
+# instead of 1.80, flat N=1000 0.06 instead of 0.21), and a lone -25% run is no step.
 CLIP = 3.0  # sd: how far a run may stand from the median of the 2·MIN_SIZE - 1 runs around it
 
 # The Gaussian consistency factor of the MAD (1 / Phi^-1(3/4)).
@@ -99,5 +116,40 @@ def detect(y, *, noise: float | None = None, floor: float = 0.0, penalty: float 
     z = (values - np.median(values)) / sd
     if clip is not None:
         z = clip_lone_runs(z, clip, min_size)
-    ends = rpt.KernelCPD(kernel="linear", min_size=min_size).fit(z).predict(pen=pen)
-    return Detection(tuple(int(i) for i in ends[:-1]), sd, pen)
+    return Detection(segment_ends(z, pen, min_size)[:-1], sd, pen)
+
+
+@cache
+def _ekcpd():
+    """ruptures' compiled kernel change-point module, loaded on its own: `import ruptures` imports every cost
+    it offers and with them scipy.stats (0.8-1.3 s here), half of `ortgate history`'s 2 s on 1,000 runs; the
+    routine itself needs only numpy. None where ruptures is laid out otherwise (then the package is imported)."""
+    spec = importlib.util.find_spec("ruptures")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    folder = Path(next(iter(spec.submodule_search_locations))) / "detection" / "_detection"
+    found = [folder / f"ekcpd{suffix}" for suffix in importlib.machinery.EXTENSION_SUFFIXES
+             if (folder / f"ekcpd{suffix}").is_file()]
+    if not found:
+        return None
+    name = "ruptures.detection._detection.ekcpd"
+    loader = importlib.machinery.ExtensionFileLoader(name, str(found[0]))
+    module = importlib.util.module_from_spec(importlib.util.spec_from_file_location(name, found[0], loader=loader))
+    loader.exec_module(module)
+    return module if hasattr(module, "ekcpd_pelt_L2") else None
+
+
+def segment_ends(z: np.ndarray, penalty: float, min_size: int) -> tuple[int, ...]:
+    """The end of every segment (the last is len(z)) of the exact penalized l2 segmentation: what
+    `ruptures.KernelCPD(kernel="linear", min_size).fit(z).predict(pen=penalty)` returns, through its C routine."""
+    module = _ekcpd()
+    if module is None:
+        import ruptures
+
+        return tuple(int(i) for i in ruptures.KernelCPD(kernel="linear", min_size=min_size).fit(z).predict(pen=penalty))
+    path = module.ekcpd_pelt_L2(np.ascontiguousarray(z, dtype=np.float64).reshape(-1, 1), float(penalty), min_size)
+    ends, end = [], len(z)
+    while end > 0:  # KernelCPD.predict's walk back through the path
+        ends.append(int(end))
+        end = path[end]
+    return tuple(ends[::-1])
