@@ -2,6 +2,29 @@
 
     python benchmarks/calibrate_steps.py --noise 0.031 0.049 --trials 300 --seed 1 --out ortgate-steps
 
+Two tables, both written to steps.md and steps.json.
+
+The pipeline table (first; what the README quotes): the procedure `ortgate history` and CI run
+(`ortgate.history.analysis.analyse_all`). A machine has --series (19) ratio series, all with the same noise sd (log
+scale); each series is divided by its own noise estimate shrunk toward the median of the machine's own estimates
+(`shrunk_noise`, as if that median were PRIOR_RUNS runs more), with the ratio metric's floor (0.005), and searched
+at each penalty of --penalties (MIN_SIZE and CLIP as shipped); `machine_noise` below does what `analyse_all` does
+(tests/test_changepoints.py checks that it gives the same noise and steps).
+
+- detection: one series of the machine gets a step of each size in --steps (either direction) after --before flat
+  runs, the others stay flat; after each new run (every series gets a point) the machine's noise is estimated
+  again and the stepped series searched; detected after k runs as in the single-series table below.
+  --pipeline-trials machines per setting.
+- false steps of flat machines of N=100 runs (--false-machines machines, each --series series): steps in each
+  series' analysis after the last run (final), and the CI procedure after each run t = 6..N: "CI failing", the
+  series' newest step is within the newest 5 runs; "CI new", a step within the newest 5 runs that the analysis
+  after run t - 1 did not have within ±2. Per 100 runs of a series (events / (machines · series · N) · 100).
+- the rule: the smallest penalty whose CI-new rate, at its one-sided 95% upper bound, is at most --max-false per
+  100 runs for both noise kinds at every noise level (false steps only; detection is reported, not used).
+
+The single-series table (second; how PENALTY, MIN_SIZE and CLIP were first chosen): each series divided by its
+own noise estimate alone.
+
 For each setting of the detector (penalty, with or without × log(n), MIN_SIZE, clipping of lone runs) and each
 noise (sd of the log same-run ratio; Gaussian, and Student-t with df=5 scaled to the same sd):
 
@@ -27,6 +50,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import statistics
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -34,12 +58,15 @@ from pathlib import Path
 
 import numpy as np
 
-from ortgate.history.changepoints import detect
+from ortgate.history.analysis import PRIOR_RUNS, shrunk_noise
+from ortgate.history.changepoints import CLIP, MIN_SIZE, detect, estimate_noise
+from ortgate.history.series import METRICS
 
 STEP = math.log(1.05)
 WINDOW = 5  # CI looks for steps in the last this many runs, and allows this many runs to detect one
 TOLERANCE = 2  # a detection within ±this many runs of the true step counts
 KINDS = ("gaussian", "t5")
+RATIO = METRICS["ratio"]  # the metric of the pipeline table: log scale, floor 0.005, min_change 0 (no step dropped)
 
 
 @dataclass(frozen=True)

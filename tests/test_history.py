@@ -127,3 +127,22 @@ def test_the_compiled_routine_gives_what_ruptures_kernelcpd_gives():
         for penalty in (4.0, 12.0):
             expected = ruptures.KernelCPD(kernel="linear", min_size=3).fit(z).predict(pen=penalty)
             assert segment_ends(z, penalty, 3) == tuple(int(i) for i in expected), (trial, penalty)
+
+
+def test_source_control_names_commit_branch_and_a_dirty_tree(tmp_path):
+    import subprocess
+
+    from ortgate.record.provenance import source_control
+
+    assert source_control(tmp_path) is None  # not a repository
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(tmp_path)]
+    subprocess.run([*git, "init", "-q", "-b", "feature"], check=True)
+    (tmp_path / "a.txt").write_text("a")
+    subprocess.run([*git, "add", "a.txt"], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "a"], check=True)
+    head = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    assert source_control(tmp_path) == {"commit": head, "branch": "feature", "dirty": False}
+    (tmp_path / "a.txt").write_text("b")
+    assert source_control(tmp_path)["dirty"] is True
+    subprocess.run([*git, "checkout", "-q", "--detach"], check=True)
+    assert source_control(tmp_path)["branch"] is None  # a CI checkout's detached HEAD

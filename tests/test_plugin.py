@@ -44,6 +44,7 @@ def test_suite_gates_benchmarks_summarizes_and_reuses_the_cache(suite, pytester)
     for key in ("accuracy", "f1", "precision", "recall", "samples_per_s", "speed_ratio", "size_mb", "latency_ms"):
         assert int8[key] > 0, key
     assert int8["graph"]["fused_operators"]["QAttention"] == 2 and doc["best"] in rows
+    assert len(doc["data_fingerprint"]) == 64 and doc.get("source_control") is None  # not run in a git repository
     assert "| O99-dynamic-int8-arm64 |" in (pytester.path / "ortgate-results" / "summary.md").read_text()
     bench = json.loads((pytester.path / "out" / "bench.json").read_text())  # its folder was created
     infos = [b["extra_info"] for b in bench["benchmarks"] if b["group"] == "throughput model-only"]

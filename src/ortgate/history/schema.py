@@ -59,6 +59,7 @@ runs = Table(
     Column("model_fingerprint", String(128), nullable=False),
     Column("model", Text, nullable=False),
     Column("data", Text, nullable=False),
+    Column("data_fingerprint", String(64)),  # None: a record from before schema 5
     Column("preset", String(128), nullable=False),
     Column("baseline", String(256), nullable=False),
     Column("source", Text, nullable=False),  # "pytest", "import <path>", ...

@@ -117,7 +117,8 @@ def _run_values(record: RunResult, provenance: Provenance) -> dict:
         "git_branch": git.get("branch") or info.get("branch"),
         "git_dirty": git.get("dirty") if git else info.get("dirty"),
         "versions": record.versions, "model_fingerprint": record.model.fingerprint, "model": record.model.source,
-        "data": record.data, "preset": record.preset, "baseline": record.baseline, "source": provenance.source,
+        "data": record.data, "data_fingerprint": record.data_fingerprint, "preset": record.preset,
+        "baseline": record.baseline, "source": provenance.source,
         "record": record.to_dict(),
     }
 

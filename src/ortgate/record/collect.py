@@ -268,6 +268,7 @@ def collect_result(stages: RunStages, *, settings, model: ModelSource, data: Eva
         model=ModelInfo(model.description, str(model.path), model.fingerprint, model.model_type,
                         [model.id2label[i] for i in sorted(model.id2label)]),
         data=data.source,
+        data_fingerprint=data.fingerprint,
         truncation=truncation,
         settings=MeasureSettings(s.threads, max_length, s.eval_batch_size, s.bench_samples, s.bench_rounds,
                                  s.warmup_rounds, s.repeat,

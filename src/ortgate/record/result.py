@@ -17,7 +17,7 @@ from ortgate.errors import OrtgateError
 
 SCHEMA = "ortgate-run"
 SCHEMA_VERSION = 5  # 2: interleaved round-robin speeds (VariantResult.interleaved); 3: latency, footprint, shapes,
-# threads, roofline, budgets; 4: profile, diagnosis, repair; 5: source control (commit, branch)
+# threads, roofline, budgets; 4: profile, diagnosis, repair; 5: source control (commit, branch), data fingerprint
 READABLE_VERSIONS = (2, 3, 4, 5)  # 3 to 5 only add fields, all optional: an older record reads as one without them
 SPEED_MODE = "end-to-end"  # the reference measured pipelines, tokenization included
 MODEL_ONLY = "model-only"
@@ -341,6 +341,7 @@ class RunResult:
     latency_pass: dict | None = None  # cycles, why it stopped, calls a graph, block size
     gemm_ceilings: list[dict] | None = None  # this CPU's measured GEMM kernels (roofline)
     source_control: dict | None = None  # record.provenance.source_control(): git commit, branch, dirty
+    data_fingerprint: str | None = None  # EvalData.fingerprint: sha256 of the rows evaluated and calibrated on
     # Only in the benchmark JSON (not summary.json): what `ortgate compare` pairs row by row.
     labels: list[int] | None = None
     predictions: dict[str, list[int]] | None = None

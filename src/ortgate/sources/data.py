@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ortgate.errors import DataError, first_line
+from ortgate.files import json_digest
 from ortgate.sources import pypi
 
 DEFAULT_EVAL_ROWS = 3000
@@ -36,6 +37,12 @@ class EvalData:
     def __post_init__(self) -> None:
         if len(self.texts) != len(self.labels):
             raise ValueError("texts and labels differ in length")
+
+    @property
+    def fingerprint(self) -> str:
+        """sha256 of the evaluation rows (texts, labels) and the calibration texts: the same data, row for row."""
+        return json_digest({"texts": self.texts, "labels": [int(x) for x in self.labels],
+                            "calibration": self.calibration_texts})
 
 
 # ---------------------------------------------------------------- text and labels
