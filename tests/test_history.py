@@ -106,6 +106,10 @@ def test_import_export_and_report_from_the_store(tmp_path, capsys):
     other = tmp_path / "other.db"
     assert main(["history", "import", str(exported), "--store", str(other)]) == 0
     assert "4 run(s) read: 4 stored" in capsys.readouterr().out
+    assert main(["history", "--store", str(other), "import", str(exported)]) == 0  # options before the subcommand
+    assert "4 stored already" in capsys.readouterr().out
+    assert main(["history", "--store", str(db), "--machine", "epyc", "export", "--bmf", str(bmf)]) == 0
+    assert json.loads(bmf.read_text())["int8"]["throughput"]["value"] == pytest.approx(50 * 4.0, rel=0.2)
     assert main(["report", "--store", str(db), "--out", str(tmp_path / "report")]) == 0
     text = (tmp_path / "report" / "report.md").read_text()
     assert "epyc" in text and "xeon" in text

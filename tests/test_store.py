@@ -167,6 +167,24 @@ def test_a_writer_killed_mid_write_leaves_no_partial_run(target, tmp_path):
         assert store.count() == (2, 4)
 
 
+def test_readers_do_not_wait_for_a_writer_mid_run(tmp_path):
+    import threading
+
+    target = str(tmp_path / "history.db")
+    with Store(target) as store:
+        store.append(run_of(1), Provenance("t"))
+    writer = Store(target).open()
+    conn = writer.engine.connect()
+    conn.begin()  # BEGIN IMMEDIATE: the write lock, held mid-run
+    conn.execute(schema.runs.insert().values(**store_module._run_values(run_of(2), Provenance("w"))))
+    seen = []
+    reader = threading.Thread(target=lambda: seen.append(Store(target).open().count()))
+    reader.start()
+    reader.join(timeout=30)
+    conn.rollback(), conn.close(), writer.close()
+    assert seen == [(1, 2)]  # the last commit, read at once
+
+
 def test_an_error_mid_write_rolls_the_run_back(target, monkeypatch):
     def fail(self, conn, rows):
         conn.execute(schema.variant_results.insert(), rows[:1])

@@ -14,19 +14,28 @@ from pathlib import Path
 from ortgate.errors import OrtgateError
 from ortgate.history.series import METRICS
 from ortgate.history.store import Selection, Store, store_url
-from ortgate.spec.options import add_cli_options
+from ortgate.spec.options import OPTIONS_BY_NAME, argparse_kwargs
 from ortgate.spec.parsers import DEFAULT_STORE
 
 
-def add_selection_options(parser: argparse.ArgumentParser, *, variants: bool = True) -> None:
-    add_cli_options(parser, ["store"])
-    parser.add_argument("--machine", action="append", help="runs of this machine: its fingerprint id (or a prefix) "
-                        "or part of its CPU name (repeat it for several)")
-    parser.add_argument("--since", help="runs since a time: ISO 8601 (2026-11-01, 2026-11-01T12:00) or 30d / 12h ago")
-    parser.add_argument("--branch", help="runs of one git branch")
-    parser.add_argument("--last", type=int, help="the newest N runs only")
+def add_store_option(parser: argparse.ArgumentParser, default=None) -> None:
+    """--store; a subcommand's has no default (argparse.SUPPRESS), so that it leaves one given before it."""
+    parser.add_argument("--store", **{**argparse_kwargs(OPTIONS_BY_NAME["store"], "store"), "default": default,
+                                      "help": "the history store: a sqlite:///PATH or postgresql://USER@HOST/DB URL, "
+                                      "or a SQLite file (default: [tool.ortgate] store, else "
+                                      f"{DEFAULT_STORE.replace('%', '%%')})"})
+
+
+def add_selection_options(parser: argparse.ArgumentParser, *, variants: bool = True, default=None) -> None:
+    add_store_option(parser, default)
+    parser.add_argument("--machine", action="append", default=default, help="runs of this machine: its fingerprint "
+                        "id (or a prefix) or part of its CPU name (repeat it for several)")
+    parser.add_argument("--since", default=default, help="runs since a time: ISO 8601 (2026-11-01, "
+                        "2026-11-01T12:00) or 30d / 12h ago")
+    parser.add_argument("--branch", default=default, help="runs of one git branch")
+    parser.add_argument("--last", type=int, default=default, help="the newest N runs only")
     if variants:
-        parser.add_argument("--variant", action="append", help="these variants only (repeat it)")
+        parser.add_argument("--variant", action="append", default=default, help="these variants only (repeat it)")
 
 
 def add_parser(commands) -> None:
@@ -47,11 +56,13 @@ def add_parser(commands) -> None:
     backfill = sub.add_parser("import", help="store the runs of saved files: summary.json, pytest-benchmark JSON "
                               "(.benchmarks/ folders), `history export --json` files")
     backfill.add_argument("paths", type=Path, nargs="+", help="files or folders (searched for *.json)")
-    add_cli_options(backfill, ["store"])
+    # A subcommand's unset options must not overwrite what was given before it (`history --store X import F`)
+    add_store_option(backfill, argparse.SUPPRESS)
     export = sub.add_parser("export", help="write stored runs as plain JSON (--json) or the newest selected run as "
                             "Bencher Metric Format (--bmf, for `bencher run --adapter json --file`)")
-    add_selection_options(export, variants=False)
-    export.add_argument("--json", type=Path, help="all selected runs' records, as `history import` reads them")
+    add_selection_options(export, variants=False, default=argparse.SUPPRESS)
+    export.add_argument("--json", type=Path, default=argparse.SUPPRESS,
+                        help="all selected runs' records, as `history import` reads them")
     export.add_argument("--bmf", type=Path, help="the newest selected run as BMF JSON")
 
 

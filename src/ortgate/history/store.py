@@ -164,7 +164,9 @@ class Store:
 
             @event.listens_for(engine, "begin")
             def _begin(conn):
-                conn.exec_driver_sql("BEGIN IMMEDIATE")  # take the write lock now, not at the first write
+                # A writer takes the write lock now, not at its first write (two writers that both read first
+                # would deadlock on the upgrade); a reader takes none (WAL: it reads the last commit)
+                conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get("reading") else "BEGIN IMMEDIATE")
 
             return engine
         return create_engine(self.url, pool_pre_ping=True, connect_args={"connect_timeout": connect_timeout})
@@ -199,12 +201,18 @@ class Store:
                 what, todo = "failed", "check the store"
             raise StoreError(f"the store {self.shown} {what} ({doing}): {detail}; {todo}") from None
 
+    def _reading(self) -> Connection:
+        return self.engine.connect().execution_options(reading=True)
+
     def open(self) -> Store:
         with self._failing("opening it"):
             if self.url.get_backend_name() == "sqlite":
                 Path(self.url.database).parent.mkdir(parents=True, exist_ok=True)
-            with self.engine.begin() as conn:
-                self._migrate(conn)
+            with self._reading() as conn:
+                current = self._version(conn) == SCHEMA_VERSION
+            if not current:  # a new store, an older one to migrate, or a newer one to refuse: under the write lock
+                with self.engine.begin() as conn:
+                    self._migrate(conn)
         return self
 
     def _version(self, conn: Connection) -> int:
@@ -233,7 +241,7 @@ class Store:
             conn.execute(insert(meta).values(key=META_KEY, value=str(SCHEMA_VERSION)))
 
     def schema_version(self) -> int:
-        with self._failing("reading its version"), self.engine.connect() as conn:
+        with self._failing("reading its version"), self._reading() as conn:
             return self._version(conn)
 
     def append(self, record: RunResult, provenance: Provenance) -> StoredRun:
@@ -250,7 +258,7 @@ class Store:
                     self._insert_variants(conn, _variant_values(record, provenance, run_id))
                     return StoredRun(run_id, True)
             except IntegrityError:  # a concurrent writer stored the same run first (PostgreSQL)
-                with self.engine.connect() as conn:
+                with self._reading() as conn:
                     return StoredRun(conn.execute(select(runs.c.id).where(runs.c.run_key == key)).scalar_one(), False)
 
     def _insert_variants(self, conn: Connection, rows: list[dict]) -> None:
@@ -273,7 +281,7 @@ class Store:
         query = self._where(select(runs.c.id), selection).order_by(runs.c.generated.desc(), runs.c.id.desc())
         if selection.last:
             query = query.limit(selection.last)
-        with self._failing("reading runs"), self.engine.connect() as conn:
+        with self._failing("reading runs"), self._reading() as conn:
             return [r for (r,) in conn.execute(query)][::-1]
 
     def run_rows(self, selection: Selection | None = None):
@@ -281,7 +289,7 @@ class Store:
         columns = [runs.c.id, runs.c.generated, runs.c.machine_id, runs.c.cpu, runs.c.git_commit, runs.c.git_branch,
                    runs.c.versions, runs.c.baseline]
         ids = self.run_ids(selection)
-        with self._failing("reading runs"), self.engine.connect() as conn:
+        with self._failing("reading runs"), self._reading() as conn:
             rows = conn.execute(select(*columns).where(runs.c.id.in_(ids))).all() if ids else []
         order = {run_id: i for i, run_id in enumerate(ids)}
         return sorted(rows, key=lambda r: order[r.id])
@@ -295,19 +303,19 @@ class Store:
         query = select(*chosen).where(variant_results.c.run_id.in_(run_ids))
         if variants:
             query = query.where(variant_results.c.variant.in_(variants))
-        with self._failing("reading results"), self.engine.connect() as conn:
+        with self._failing("reading results"), self._reading() as conn:
             return conn.execute(query).all()
 
     def records(self, selection: Selection | None = None) -> list[tuple[int, RunResult]]:
         """The selected runs' records, oldest first (what `ortgate report --store` reads)."""
         ids = self.run_ids(selection)
-        with self._failing("reading records"), self.engine.connect() as conn:
+        with self._failing("reading records"), self._reading() as conn:
             found = dict(conn.execute(select(runs.c.id, runs.c.record).where(runs.c.id.in_(ids))).all()) if ids else {}
         return [(i, RunResult.from_dict(found[i], f"stored run {i} in {self.shown}")) for i in ids]
 
     def count(self) -> tuple[int, int]:
         """(runs, variant rows) stored."""
-        with self._failing("counting runs"), self.engine.connect() as conn:
+        with self._failing("counting runs"), self._reading() as conn:
             return (conn.execute(select(func.count()).select_from(runs)).scalar_one(),
                     conn.execute(select(func.count()).select_from(variant_results)).scalar_one())
 
