@@ -22,18 +22,21 @@ from pathlib import Path
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-# Calibrated with `python benchmarks/calibrate_steps.py --noise 0.031 0.049 --trials 300 --seed 1` (94 s; steps.md):
-# synthetic series with the noise measured here (sd of the log same-run ratio, 3.1% median, 4.9% largest),
-# Gaussian and Student-t (df=5). Chosen first by false steps: the smallest penalty with at most 1 false step per
-# 100 runs (flat N=100, flat N=1000, new steps in the CI procedure; at the simulation's 95% upper bound) for both
-# noise kinds. PENALTY 12, Gaussian / t: flat N=100 0.05 / 0.10, N=1000 0.00 / 0.06, CI new 0.49 / 0.59 per 100
-# runs; CI failing runs (a step in the last 5 runs) 0.81 / 0.91 (1.22 for t on 800 other series). 10 fails
-# (t: CI new 0.95, upper bound 1.04; 1.16 on 800 other series). What that leaves for detection: a 5% step, the
-# detector run after each new run, is found within 5 runs after it in 47% / 60% of series at 3.1% noise and
-# 18% / 24% at 4.9% (within 3 runs: 20% / 31%, 8% / 11%); the median delay is over 5 runs.
-# Not × log(n): at a constant penalty false steps per 100 runs already fall with n (N=100 0.05, N=1000 0.00),
-# and log(n) favours alarms in short histories, where CI alarms come from: 3·log n detects the same at n≈55
-# with CI failing runs 1.51 / 1.56 per 100 instead of 0.81 / 0.91.
+# Calibrated with `python benchmarks/calibrate_steps.py --seed 1 --trials 300 --out benchmarks/calibration-steps-
+# 2026-11-27` (240 s; steps.md there) on the procedure `ortgate history` runs: 19 ratio series per machine, noise
+# pooled over them (`analysis.shrunk_noise`), the detector run after each new run, noise as measured here (sd of
+# the log same-run ratio between runs: 2.4-4.9%, median 3.1%), Gaussian and Student-t (df=5). The rule: the
+# smallest penalty whose new false steps in that CI procedure stay at most 1 per 100 runs (95% upper bound) for
+# every noise kind, on all series and on the noisiest quarter when the 19 series' noise spreads over 2.0-4.9%.
+# That is 12: noisiest quarter 0.52 / 0.79 per 100 runs (Gaussian / t; bounds 0.60 / 0.90), all series 0.22 /
+# 0.43; at 10 the noisiest quarter reaches 0.90 / 1.28 (bounds 1.01 / 1.42): the pooled noise reads a noisy
+# series' noise low while its history is short. With equal noise, 10 would pass (0.35 / 0.71).
+# What 12 leaves for detection, within 3 / 4 / 5 runs after a step, at 3.1% noise (Gaussian; t): a 5% step
+# 22/35/45%; 34/49/62%, an 8% step 69/87/93%; 83/94/96%, a 10% step 91/97/98%; 95/98/99%; at 4.9%: 5% 14%; 23%
+# and 10% 72%; 86% within 5. Why a 5% step is a coin toss at 5 runs: at 3.1% noise it is 1.6 sd, so 5 runs after
+# it (50 before) it stands 1.6·sqrt(5·50/55) = 3.4 standard errors out, and a penalty of 12 asks sqrt(12) = 3.5.
+# Not × log(n): at a constant penalty false steps per 100 runs already fall with n (single series: N=100 0.05,
+# N=1000 0.00), and log(n) favours alarms in short histories, where CI alarms come from.
 PENALTY = 12.0  # the cost of one more step on the standardized scale (noise sd = 1), in sd²
 # 3, not 2: at the same penalty and detection, min_size 2 doubles the CI false alarms (failing 1.63 / 1.89).
 MIN_SIZE = 3  # the shortest segment: a step needs this many runs on each side
