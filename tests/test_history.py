@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from ortgate.cli import main
-from ortgate.history.analysis import cause, failing, load_series, shrunk_noise
-from ortgate.history.series import METRICS, RunInfo
+from ortgate.history.analysis import cause, cause_near, failing, load_series, shrunk_noise
+from ortgate.history.series import METRICS, Point, RunInfo
 from ortgate.history.store import Provenance, Selection, Store
 from test_store import run_of
 
@@ -77,6 +77,13 @@ def test_noise_is_pooled_for_short_series_and_small_memory_steps_are_dropped():
     after = RunInfo(2, "2026-11-02T00:00:00", "m", "cpu", "b" * 40, "main", {"onnxruntime": "1.33.0", "torch": "2"})
     assert cause(before, after) == f"commit {'a' * 10} → {'b' * 10}; onnxruntime 1.32.0 → 1.33.0"
     assert cause(before, before) == ""
+    runs = [replace(before, run_id=i, commit=f"{i:x}" * 40, versions={"onnxruntime": "1.33.0" if i >= 4 else "1.32.0"})
+            for i in range(8)]
+    points = [Point(r, 1.0) for r in runs]
+    assert cause_near(points, 5) == (f"commit {'4' * 10} → {'5' * 10}; "
+                                     "nearby: onnxruntime 1.32.0 → 1.33.0 (1 run before, run 4)")
+    assert cause_near(points, 4) == f"commit {'3' * 10} → {'4' * 10}; onnxruntime 1.32.0 → 1.33.0"
+    assert "nearby" not in cause_near(points, 7)  # 3 runs after the upgrade: not named
     assert METRICS["peak_rss_mb"].min_change == 0.02
 
 

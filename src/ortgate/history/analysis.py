@@ -12,6 +12,7 @@ from ortgate.history.series import METRICS, Metric, Point, RunInfo, Series, Step
 from ortgate.history.store import Selection, Store
 
 # metric -> the stored columns: value, interval low, interval high
+NEAR = 2  # runs either side of a step whose library upgrades its cause names (a step is placed to ±1-2 runs)
 PRIOR_RUNS = 20  # the weight, in runs, of the pooled noise in a series' own (`shrunk_noise`)
 COLUMNS = {"ratio": ("ratio", "ratio_low", "ratio_high"), "accuracy": ("accuracy", None, None),
            "p99_ms": ("p99_ms", None, None), "peak_rss_mb": ("peak_rss_mb", None, None)}
@@ -27,11 +28,26 @@ def cause(before: RunInfo, after: RunInfo) -> str:
     parts = []
     if before.commit != after.commit:
         parts.append(f"commit {(before.commit or '?')[:10]} → {(after.commit or '?')[:10]}")
-    for name in sorted(set(before.versions) | set(after.versions)):
-        old, new = before.versions.get(name), after.versions.get(name)
-        if old != new:
-            parts.append(f"{name} {old or '-'} → {new or '-'}")
-    return "; ".join(parts)
+    return "; ".join(parts + _versions_moved(before, after))
+
+
+def _versions_moved(before: RunInfo, after: RunInfo) -> list[str]:
+    return [f"{name} {before.versions.get(name) or '-'} → {after.versions.get(name) or '-'}"
+            for name in sorted(set(before.versions) | set(after.versions))
+            if before.versions.get(name) != after.versions.get(name)]
+
+
+def cause_near(points: list[Point], index: int, window: int = NEAR) -> str:
+    """What changed at a step (`cause` of the runs either side of it), and the library versions that moved within
+    `window` runs of it: a step is placed to within a run or two, and an upgrade is what the reader looks for."""
+    here = cause(points[index - 1].run, points[index].run)
+    nearby = []
+    for j in range(max(1, index - window), min(len(points), index + window + 1)):
+        if j != index:
+            offset = f"{abs(j - index)} run{'s' if abs(j - index) > 1 else ''} {'before' if j < index else 'after'}"
+            nearby += [f"{moved} ({offset}, run {points[j].run.run_id})"
+                       for moved in _versions_moved(points[j - 1].run, points[j].run)]
+    return "; ".join(p for p in (here, "nearby: " + "; ".join(nearby) if nearby else "") if p)
 
 
 def _mean(metric: Metric, values: list[float]) -> float:
@@ -50,7 +66,7 @@ def steps_of(metric: Metric, points: list[Point], indices: tuple[int, ...]) -> l
         better = (after > before) == metric.higher_is_better
         steps.append(Step(index, before, after, "improvement" if better else "regression",
                           metric.change_text(before, after), points[index].run,
-                          cause(points[index - 1].run, points[index].run)))
+                          cause_near(points, index)))
     return steps
 
 
