@@ -28,7 +28,6 @@ from ortgate.history.schema import META_KEY, MIGRATIONS, SCHEMA_VERSION, meta, r
 from ortgate.record.result import RunResult
 from ortgate.record.speed import speed_of
 
-DEFAULT_STORE = ".ortgate/history.db"  # `--ortgate-store` alone: this SQLite file under the project root
 SCHEMES = ("sqlite", "postgresql")
 _PG_MIGRATION_LOCK = 0x6F727467  # pg_advisory_xact_lock key: "ortg"
 _LOGIN = re.compile(r"password authentication failed|no password supplied|role .* does not exist|"
