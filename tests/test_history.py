@@ -70,6 +70,17 @@ def test_an_accuracy_drop_is_a_step_however_quiet_the_series(tmp_path):
     assert failing(series) == series
 
 
+def test_the_table_draws_the_newest_runs_as_a_sparkline():
+    from ortgate.history.series import Series
+    from ortgate.report.history import sparkline
+
+    run = RunInfo(1, "2026-11-01T00:00:00", "m", "cpu")
+    rising = Series("v", "m", METRICS["ratio"], [Point(run, 1.0 + i) for i in range(30)])
+    assert sparkline(rising) == "".join(sorted(sparkline(rising))) and len(sparkline(rising)) == 24
+    assert sparkline(rising)[0] == "▁" and sparkline(rising)[-1] == "█"
+    assert sparkline(Series("v", "m", METRICS["ratio"], [Point(run, 2.0)] * 5)) == "▄" * 5
+
+
 def test_noise_is_pooled_for_short_series_and_small_memory_steps_are_dropped():
     assert shrunk_noise(0.009, 8, 0.031) == pytest.approx(((8 * 0.009**2 + 20 * 0.031**2) / 28) ** 0.5)
     assert shrunk_noise(0.03, 1000, 0.01) == pytest.approx(0.03, rel=0.01) and shrunk_noise(0.02, 5, None) == 0.02
@@ -93,7 +104,7 @@ def test_selection_options_and_bad_input(tmp_path, capsys):
     _fill(db, _noisy(12, 3.0, seed=5), cpu="xeon")  # another machine: its own series
     assert main(["history", "--store", str(db), "--all", "--machine", "xeon", "--metric", "ratio"]) == 0
     out = capsys.readouterr().out
-    assert "| `int8` | xeon | ratio | 12 |" in out and "epyc" not in out.split("\n", 1)[1]
+    assert "| `int8` | xeon | ratio | 12 | " in out and "epyc" not in out.split("\n", 1)[1]
     assert main(["history", "--store", str(tmp_path / "none.db")]) == 2
     assert "no history store at" in capsys.readouterr().err
     assert main(["history", "--store", str(db), "--since", "yesterday"]) == 2

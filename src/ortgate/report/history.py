@@ -23,6 +23,19 @@ def _noise(series: Series) -> str:
     return f"{series.noise:.2f}{series.metric.unit}"
 
 
+SPARK = "▁▂▃▄▅▆▇█"
+SPARK_RUNS = 24
+
+
+def sparkline(series: Series, runs: int = SPARK_RUNS) -> str:
+    """The newest `runs` values as bars between their own min and max (one level: a flat line)."""
+    values = [p.value for p in series.points[-runs:]]
+    low, high = min(values), max(values)
+    if high - low <= 1e-12 * max(abs(high), 1.0):
+        return SPARK[3] * len(values)
+    return "".join(SPARK[min(len(SPARK) - 1, int((v - low) / (high - low) * len(SPARK)))] for v in values)
+
+
 def step_text(series: Series, step: Step) -> str:
     where = step.run.label
     return (f"{step.kind} {step.change} ({_value(series, step.before)} → {_value(series, step.after)}) at run "
@@ -40,11 +53,11 @@ def render_markdown(series: list[Series], failing: list[Series], *, all_series: 
             f"`{s.variant}` {s.metric.name} on {s.machine_id} ({s.newest_step.change})" for s in failing), ""]
     if not shown:
         return "\n".join(lines + ["No steps detected.", ""])
-    lines += ["| variant | machine | metric | runs | newest | noise (sd) | steps (oldest first) |",
-              "|---|---|---|---|---|---|---|"]
+    lines += [f"| variant | machine | metric | runs | last {SPARK_RUNS} | newest | noise (sd) | steps (oldest first) |",
+              "|---|---|---|---|---|---|---|---|"]
     for s in shown:
         steps = "<br>".join(step_text(s, st) for st in s.steps) or "none"
-        lines.append(f"| `{s.variant}` | {s.machine_id} | {s.metric.name} | {len(s.points)} | "
+        lines.append(f"| `{s.variant}` | {s.machine_id} | {s.metric.name} | {len(s.points)} | {sparkline(s)} | "
                      f"{_value(s, s.points[-1].value)} | {_noise(s)} | {steps} |")
     return "\n".join(lines + [""])
 
