@@ -11,9 +11,9 @@ from ortgate.history.changepoints import MIN_SIZE, detect, estimate_noise
 from ortgate.history.series import METRICS, Metric, Point, RunInfo, Series, Step
 from ortgate.history.store import Selection, Store
 
-# metric -> the stored columns: value, interval low, interval high
 NEAR = 2  # runs either side of a step whose library upgrades its cause names (a step is placed to ±1-2 runs)
 PRIOR_RUNS = 20  # the weight, in runs, of the pooled noise in a series' own (`shrunk_noise`)
+# metric -> the stored columns: value, interval low, interval high
 COLUMNS = {"ratio": ("ratio", "ratio_low", "ratio_high"), "accuracy": ("accuracy", None, None),
            "p99_ms": ("p99_ms", None, None), "peak_rss_mb": ("peak_rss_mb", None, None)}
 
@@ -24,7 +24,7 @@ def run_info(row) -> RunInfo:
 
 
 def cause(before: RunInfo, after: RunInfo) -> str:
-    """What changed between two runs: the commit, the branch, and each library whose version moved."""
+    """What changed between two runs: the commit, and each library whose version moved."""
     parts = []
     if before.commit != after.commit:
         parts.append(f"commit {(before.commit or '?')[:10]} → {(after.commit or '?')[:10]}")
