@@ -80,8 +80,9 @@ def shrunk_noise(own: float, n: int, pooled: float | None) -> float:
 
 
 def analyse(variant: str, machine_id: str, metric: Metric, points: list[Point], parent: str | None,
-            pooled: float | None = None) -> Series:
-    values = [metric.analysed(p.value) for p in points]
+            pooled: float | None = None, values: list[float] | None = None) -> Series:
+    """One series' steps; `values`: its points on the analysis scale, where the caller has them already."""
+    values = values if values is not None else [metric.analysed(p.value) for p in points]
     noise = shrunk_noise(estimate_noise(values), len(values), pooled)
     found = detect(values, noise=noise, floor=metric.floor)
     return Series(variant, machine_id, metric, points, large_steps(metric, points, found.indices), found.noise, parent)
@@ -101,12 +102,14 @@ def large_steps(metric: Metric, points: list[Point], indices: tuple[int, ...]) -
 
 def analyse_all(raw: list[tuple[str, str, Metric, list[Point], str | None]]) -> list[Series]:
     """Each series analysed with its noise pooled over its machine's series of the same metric."""
+    analysed = [[metric.analysed(p.value) for p in points] for _, _, metric, points, _ in raw]
     own: dict[tuple[str, str], list[float]] = defaultdict(list)
-    for _, machine_id, metric, points, _ in raw:
+    for (_, machine_id, metric, points, _), values in zip(raw, analysed, strict=True):
         if len(points) >= 2 * MIN_SIZE:
-            own[(machine_id, metric.name)].append(estimate_noise([metric.analysed(p.value) for p in points]))
-    pooled = {key: statistics.median(values) for key, values in own.items()}
-    return [analyse(v, m, metric, points, parent, pooled.get((m, metric.name))) for v, m, metric, points, parent in raw]
+            own[(machine_id, metric.name)].append(estimate_noise(values))
+    pooled = {key: statistics.median(noises) for key, noises in own.items()}
+    return [analyse(v, m, metric, points, parent, pooled.get((m, metric.name)), values)
+            for (v, m, metric, points, parent), values in zip(raw, analysed, strict=True)]
 
 
 def _usable(metric: Metric, value) -> bool:

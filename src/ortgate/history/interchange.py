@@ -10,6 +10,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from ortgate.errors import OrtgateError
+from ortgate.files import atomic_write_text
 from ortgate.history.store import Provenance, Store
 from ortgate.record.result import RecordError, RunResult, read_json
 from ortgate.record.speed import speed_of
@@ -84,8 +85,6 @@ def import_runs(store: Store, paths: list[Path], log=None) -> dict:
 
 def export_json(store: Store, selection, path: Path) -> int:
     """The selected runs' records as one plain JSON file (what `import` reads back)."""
-    from ortgate.files import atomic_write_text
-
     records = store.records(selection)
     doc = {"schema": EXPORT_SCHEMA, "version": EXPORT_VERSION, "store": store.shown,
            "runs": [{"run_id": i, "source": f"run {i} of {store.shown}", "record": r.to_dict()} for i, r in records]}
@@ -126,8 +125,6 @@ def bencher_metrics(record: RunResult) -> dict:
 
 def export_bencher(store: Store, selection, path: Path) -> int:
     """The newest selected run as BMF JSON (Bencher takes one run per report); its run id."""
-    from ortgate.files import atomic_write_text
-
     records = store.records(replace(selection, last=1))
     if not records:
         raise InterchangeError(f"no stored run in {store.shown} matches: widen --machine/--since/--branch")

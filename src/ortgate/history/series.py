@@ -25,6 +25,12 @@ class Metric:
     def analysed(self, value: float) -> float:
         return math.log(value) if self.log else value * self.scale
 
+    def value_text(self, value: float) -> str:
+        """A value as the history's table and dashboard show it: accuracy in %, a ratio as 2.63x, else 15.6ms."""
+        if self.name == "accuracy":
+            return f"{100 * value:.2f}%"
+        return f"{value:.2f}x" if self.unit == "x" else f"{value:.3g}{self.unit}"
+
     def change_text(self, before: float, after: float) -> str:
         if self.log:
             return f"{(after / before - 1) * 100:+.1f}%"

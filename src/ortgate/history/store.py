@@ -27,8 +27,8 @@ from ortgate.errors import OrtgateError
 from ortgate.history.schema import META_KEY, MIGRATIONS, SCHEMA_VERSION, meta, runs, variant_results
 from ortgate.record.result import RunResult
 from ortgate.record.speed import speed_of
+from ortgate.spec.parsers import STORE_SCHEMES
 
-SCHEMES = ("sqlite", "postgresql")
 _PG_MIGRATION_LOCK = 0x6F727467  # pg_advisory_xact_lock key: "ortg"
 _LOGIN = re.compile(r"password authentication failed|no password supplied|role .* does not exist|"
                     r"authentication failed|pg_hba.conf", re.I)
@@ -53,7 +53,7 @@ def store_url(target: str, root: Path | None = None) -> URL:
     except ArgumentError as exc:
         raise StoreError(f"the store {target!r} is not a database URL: {exc}") from None
     backend = url.get_backend_name()
-    if backend not in SCHEMES:
+    if backend not in STORE_SCHEMES:
         raise StoreError(f"the store {url.render_as_string(hide_password=True)!r} is neither SQLite nor "
                          "PostgreSQL: give a sqlite:///PATH or postgresql://USER@HOST/DB URL, or a file path")
     if backend == "postgresql" and url.get_driver_name() != "psycopg":

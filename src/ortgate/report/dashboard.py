@@ -189,13 +189,18 @@ def _legend(fig, axes) -> None:
                frameon=False)
 
 
+def figure_height_in(panels: int) -> float:
+    """A figure's height: its panels and the legend and tick labels around them (the page's <img> says it too)."""
+    return PANEL_HEIGHT_IN * panels + 0.9
+
+
 def plot_group(group: Group, plt, path: Path) -> None:
     """One figure for a variant on a machine: a panel per metric, sharing the runs as the x axis."""
     runs = group.runs()
     x_of = {run.run_id: i for i, run in enumerate(runs)}
     failed = group.failed_runs()
     n = len(group.series)
-    height = PANEL_HEIGHT_IN * n + 0.9
+    height = figure_height_in(n)
     fig, axes = plt.subplots(n, 1, sharex=True, squeeze=False, figsize=(FIG_WIDTH_IN, height), dpi=DPI)
     axes = [row[0] for row in axes]
     try:
@@ -229,12 +234,6 @@ def render_plots(machines: list[Machine], plots_dir: Path, log: Callable[[str], 
 
 # --- the page ---------------------------------------------------------------------------------------------
 
-def value_text(metric: Metric, value: float) -> str:
-    if metric.scale != 1.0:  # accuracy: a fraction, its changes in pp
-        return f"{value:.4f}"
-    return f"{value:.3f}x" if metric.unit == "x" else f"{value:.4g} {metric.unit}"
-
-
 def step_text(step: Step) -> str:
     """`-6.1% regression at <commit> (<time>): <cause>`."""
     run = step.run
@@ -245,7 +244,7 @@ def step_text(step: Step) -> str:
 def _cell(s: Series | None) -> str:
     if s is None:
         return "<td>–</td>"
-    value = html.escape(value_text(s.metric, s.points[-1].value))
+    value = html.escape(s.metric.value_text(s.points[-1].value))
     step = s.newest_step
     if step is None:
         return f"<td>{value}</td>"
@@ -290,7 +289,7 @@ def group_block(group: Group, by_key: dict[tuple[str, str], Group], cpu: str) ->
     runs = len(group.runs())
     alt = f"history of {group.variant} on {group.machine_id}"
     width = round(FIG_WIDTH_IN * DPI)
-    height = round((PANEL_HEIGHT_IN * len(group.series) + 0.9) * DPI)
+    height = round(figure_height_in(len(group.series)) * DPI)
     return (f'<section class="block" id="{group.anchor}"><h3>{html.escape(group.variant)} on '
             f"{html.escape(cpu)} <small>[{html.escape(group.machine_id)}], {runs} run(s)</small></h3>\n"
             f"{_links(group, by_key)}\n"

@@ -8,13 +8,6 @@ import math
 from ortgate.history.series import Series, Step
 
 
-def _value(series: Series, value: float) -> str:
-    unit = series.metric.unit
-    if series.metric.name == "accuracy":
-        return f"{100 * value:.2f}%"
-    return f"{value:.3g}{unit}" if unit != "x" else f"{value:.2f}x"
-
-
 def _noise(series: Series) -> str:
     if series.noise is None:
         return ""
@@ -37,9 +30,9 @@ def sparkline(series: Series, runs: int = SPARK_RUNS) -> str:
 
 
 def step_text(series: Series, step: Step) -> str:
-    where = step.run.label
-    return (f"{step.kind} {step.change} ({_value(series, step.before)} → {_value(series, step.after)}) at run "
-            f"{step.run.run_id} ({where})" + (f": {step.cause}" if step.cause else ""))
+    shown = series.metric.value_text
+    return (f"{step.kind} {step.change} ({shown(step.before)} → {shown(step.after)}) at run "
+            f"{step.run.run_id} ({step.run.label})" + (f": {step.cause}" if step.cause else ""))
 
 
 def render_markdown(series: list[Series], failing: list[Series], *, all_series: bool = False) -> str:
@@ -58,7 +51,7 @@ def render_markdown(series: list[Series], failing: list[Series], *, all_series: 
     for s in shown:
         steps = "<br>".join(step_text(s, st) for st in s.steps) or "none"
         lines.append(f"| `{s.variant}` | {s.machine_id} | {s.metric.name} | {len(s.points)} | {sparkline(s)} | "
-                     f"{_value(s, s.points[-1].value)} | {_noise(s)} | {steps} |")
+                     f"{s.metric.value_text(s.points[-1].value)} | {_noise(s)} | {steps} |")
     return "\n".join(lines + [""])
 
 

@@ -80,6 +80,7 @@ def boolean(value: object, name: str) -> bool:
 
 
 DEFAULT_STORE = ".ortgate/history.db"  # the store setting given bare (true): this SQLite file under the project root
+STORE_SCHEMES = ("sqlite", "postgresql")  # the databases a store URL may name
 
 
 def store_target(value: object, name: str) -> str | None:
@@ -92,7 +93,7 @@ def store_target(value: object, name: str) -> str | None:
     if not isinstance(value, str) or not value.strip():
         raise ConfigError(f"ortgate setting {name!r} must be true, a database URL or a file path, got {value!r}")
     target = value.strip()
-    if "://" in target and target.split("://")[0].split("+")[0] not in ("sqlite", "postgresql"):
+    if "://" in target and target.split("://")[0].split("+")[0] not in STORE_SCHEMES:
         raise ConfigError(f"ortgate setting {name!r} must be a sqlite:///PATH or postgresql://USER@HOST/DB URL "
                           f"(or a file path), got {target.split('://')[0]}://...")
     if "://" not in target and Path(target).expanduser().is_dir():  # `--ortgate-store benchmarks` took the tests
