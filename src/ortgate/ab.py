@@ -32,6 +32,7 @@ from pathlib import Path
 
 from ortgate.errors import OrtgateError
 from ortgate.files import atomic_write_text, sha256_file
+from ortgate.record.provenance import source_control
 
 Log = Callable[[str], None]
 SIDES = ("base", "head")
@@ -391,11 +392,8 @@ def _base_tree(inputs: AbInputs, log: Log) -> Iterator[Path]:
 
 def tree_commit(tree: Path) -> str | None:
     """The commit checked out in `tree` (with "+uncommitted changes" when tracked files differ), None outside git."""
-    done = _git(tree, "rev-parse", "HEAD")
-    if done.returncode != 0:
-        return None
-    dirty = bool(_git(tree, "status", "--porcelain", "--untracked-files=no").stdout.strip())
-    return done.stdout.strip() + ("+uncommitted changes" if dirty else "")
+    found = source_control(tree)
+    return None if found is None else found["commit"] + ("+uncommitted changes" if found["dirty"] else "")
 
 
 def _measure(inputs: AbInputs, log: Log) -> tuple[dict[str, Side], list[RunRecord]]:

@@ -14,6 +14,7 @@ from ortgate.errors import OrtgateError
 from ortgate.explain_cli import COMMANDS as DIAGNOSE_COMMANDS
 from ortgate.explain_cli import add_parsers as add_diagnose_parsers
 from ortgate.explain_cli import run_command as run_diagnose_command
+from ortgate.files import append_text
 from ortgate.history_cli import add_parser as add_history_parser
 from ortgate.history_cli import add_selection_options, history_command, stored_runs
 from ortgate.spec.options import add_cli_options
@@ -174,8 +175,7 @@ def _compare_command(args) -> int:
     text = render_markdown(rows, *names, alpha=args.alpha, min_effect=args.min_effect)
     print(text)
     if args.markdown:
-        with open(args.markdown, "a") as handle:
-            handle.write(text)
+        append_text(args.markdown, text)
     return 1 if any(r.verdict == "regression" for r in rows) else 0
 
 

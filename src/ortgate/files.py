@@ -27,6 +27,12 @@ def atomic_write_text(path: Path | str, text: str, encoding: str = "utf-8") -> N
         raise
 
 
+def append_text(path: Path | str, text: str) -> None:
+    """Add `text` at the end of a file that others append to as well (e.g. $GITHUB_STEP_SUMMARY)."""
+    with open(path, "a") as handle:
+        handle.write(text)
+
+
 def json_digest(value: object, *, compact: bool = False) -> str:
     """sha256 hex digest of `value` as JSON with sorted keys (`compact`: without spaces after , and :).
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ortgate.errors import OrtgateError
 from ortgate.history.series import METRICS
-from ortgate.history.store import Selection, Store, store_url
+from ortgate.history.store import Selection, Store
 from ortgate.spec.options import OPTIONS_BY_NAME, argparse_kwargs
 from ortgate.spec.parsers import DEFAULT_STORE
 
@@ -95,12 +95,12 @@ def open_store(args, *, create: bool = False) -> Store:
     SQLite file that is not there is an error, not an empty history."""
     from ortgate.spec.settings import settings_from_args
 
-    target = settings_from_args(args, Path.cwd()).store or DEFAULT_STORE
-    url = store_url(target, Path.cwd())
+    store = Store(settings_from_args(args, Path.cwd()).store or DEFAULT_STORE, Path.cwd())
+    url = store.url
     if not create and url.get_backend_name() == "sqlite" and not Path(url.database).exists():
         raise OrtgateError(f"no history store at {url.database}: run the suite with --ortgate-store, or `ortgate "
                            "history import` saved runs, or name the store with --store")
-    return Store(target, Path.cwd()).open()
+    return store.open()
 
 
 def _log(message: str) -> None:
@@ -135,7 +135,7 @@ def _export(args) -> int:
 
 
 def _show(args) -> int:
-    from ortgate.files import atomic_write_text
+    from ortgate.files import append_text, atomic_write_text
     from ortgate.history.analysis import failing, load_series
     from ortgate.report.history import history_dict, render_markdown
 
@@ -149,8 +149,7 @@ def _show(args) -> int:
     text = render_markdown(series, bad, all_series=args.all)
     print(text)
     if args.markdown:
-        with open(args.markdown, "a") as handle:
-            handle.write(text)
+        append_text(args.markdown, text)
     if args.json:
         atomic_write_text(args.json, json.dumps(history_dict(series, bad), indent=1))
     if args.html:
