@@ -10,8 +10,6 @@ interleave freely. A store that cannot be reached, refuses the login or has a ne
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,6 +22,7 @@ from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, SQLAlchemyError
 
 from ortgate.errors import OrtgateError
+from ortgate.files import json_digest
 from ortgate.history.schema import META_KEY, MIGRATIONS, SCHEMA_VERSION, meta, runs, variant_results
 from ortgate.record.result import RunResult
 from ortgate.record.speed import speed_of
@@ -63,11 +62,11 @@ def store_url(target: str, root: Path | None = None) -> URL:
 
 def run_key(record: RunResult) -> str:
     """The run's identity: a hash of its summary record (predictions and labels left out)."""
-    return hashlib.sha256(json.dumps(record.to_dict(), sort_keys=True).encode()).hexdigest()
+    return json_digest(record.to_dict())
 
 
 def predictions_digest(predictions: list[int] | None) -> str | None:
-    return None if predictions is None else hashlib.sha256(json.dumps(list(predictions)).encode()).hexdigest()
+    return None if predictions is None else json_digest(list(predictions))
 
 
 def _utc(stamp: str) -> datetime:
@@ -128,7 +127,6 @@ def _variant_values(record: RunResult, provenance: Provenance, run_id: int) -> l
     for v in record.variants:
         speed = speed_of(v, record.baseline)
         interval = speed.interval if speed is not None and speed.interval else (None, None)
-        graph = v.graph if isinstance(v.graph, dict) else {}
         rows.append({
             "run_id": run_id, "variant": v.variant, "parent": v.parent, "isa": v.isa, "build": v.build,
             "gate": v.gate, "accuracy": v.accuracy, "f1": v.f1, "accuracy_delta_pp": v.accuracy_delta_pp,
@@ -137,7 +135,7 @@ def _variant_values(record: RunResult, provenance: Provenance, run_id: int) -> l
             "ratio_low": interval[0], "ratio_high": interval[1], "ratio_source": speed.source if speed else None,
             "p99_ms": v.latency.p99_ms if v.latency else None,
             "peak_rss_mb": v.footprint.peak_rss_mb if v.footprint else None, "size_mb": v.size_mb,
-            "graph_digest": graph.get("sha256") or graph.get("graph_sha256"),
+            "graph_digest": v.graph_digest,
         })
     return rows
 

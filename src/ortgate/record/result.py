@@ -288,6 +288,12 @@ class VariantResult(_Record):
     _TUPLES = ("f1_interval",)
 
     @property
+    def graph_digest(self) -> str | None:
+        """The model.onnx hash the variant's graph summary gives, if it gives one."""
+        graph = self.graph or {}
+        return graph.get("sha256") or graph.get("graph_sha256")
+
+    @property
     def failed_to_build(self) -> bool:
         return self.build in ("build failed", "not applicable")
 

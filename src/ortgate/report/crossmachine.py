@@ -122,12 +122,6 @@ def _check_same_experiment(runs: list[tuple[Path, RunResult]]) -> None:
             )
 
 
-def graph_digest(row: VariantResult) -> str | None:
-    """The model.onnx hash the record gives in the variant's graph summary, if it gives one."""
-    graph = row.graph or {}
-    return graph.get("sha256") or graph.get("graph_sha256")
-
-
 def same_graphs(rows: list[VariantResult], order: list[str]) -> dict[str, str]:
     """Each variant -> the variant that stands for its byte-identical graph (the first in `order`), from
     `same_graph_as` and equal graph digests in any of the rows (one machine's runs)."""
@@ -147,7 +141,7 @@ def same_graphs(rows: list[VariantResult], order: list[str]) -> dict[str, str]:
     for row in rows:
         if row.same_graph_as:
             join(row.variant, row.same_graph_as)
-        if digest := graph_digest(row):
+        if digest := row.graph_digest:
             join(by_digest.setdefault(digest, row.variant), row.variant)
     return {row.variant: find(row.variant) for row in rows}
 
