@@ -168,3 +168,31 @@ def test_source_control_names_commit_branch_and_a_dirty_tree(tmp_path):
     assert source_control(tmp_path)["dirty"] is True
     subprocess.run([*git, "checkout", "-q", "--detach"], check=True)
     assert source_control(tmp_path)["branch"] is None  # a CI checkout's detached HEAD
+
+
+def test_runs_of_two_models_on_one_machine_are_two_series_not_steps(tmp_path, capsys):
+    """Found by storing the architecture matrix's runs: DistilBERT, RoBERTa, ... on one machine had been one series."""
+    from ortgate.record.result import ModelInfo
+    from ortgate.report.dashboard import write_dashboard
+
+    db = tmp_path / "h.db"
+    ratios = _noisy(24, 1.0, seed=8)
+    with Store(str(db)) as store:
+        for i, ratio in enumerate(ratios):
+            name, level = ("distilbert", 4.0) if i % 2 else ("roberta", 2.0)  # interleaved: 2x apart
+            run = replace(run_of(i, ratio=float(level * ratio)),
+                          model=ModelInfo(f"/models/{name}", f"/models/{name}", f"{name}-fp", name, ["N", "P"]))
+            store.append(run, Provenance("test"))
+        series = load_series(store, Selection(variants=("int8",)), ("ratio",))
+        assert sorted((s.model.split(" ")[0], len(s.points)) for s in series) == [
+            ("models/distilbert", 12), ("models/roberta", 12)]
+        for s in series:  # each series holds its own model's runs only, and no 2x step between models
+            level = 4.0 if "distilbert" in s.model else 2.0
+            assert all(0.8 * level < p.value < 1.2 * level for p in s.points)
+            assert all(0.8 < st.after / st.before < 1.25 for st in s.steps)
+        assert len(load_series(store, Selection(model=("roberta",), variants=("int8",)), ("ratio",))) == 1
+    index = write_dashboard(series, tmp_path / "dash")
+    assert index.read_text().count('class="block"') == 2
+    assert main(["history", "--store", str(db), "--metric", "ratio", "--all", "--variant", "int8"]) == 0
+    out = capsys.readouterr().out
+    assert "| variant | machine | model | metric |" in out and "models/roberta (roberta-" in out

@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
 def _report_command(args) -> int:
     from ortgate.report.crossmachine import load_summaries, write_report_of
 
-    from_store = args.store is not None or any((args.machine, args.since, args.branch, args.last))
+    from_store = args.store is not None or any((args.machine, args.model, args.since, args.branch, args.last))
     if args.results and from_store:
         raise OrtgateError("report takes summary.json files or --store (with --machine/--since/--last), not both")
     if not args.results and not from_store:

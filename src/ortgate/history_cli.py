@@ -30,6 +30,8 @@ def add_selection_options(parser: argparse.ArgumentParser, *, variants: bool = T
     add_store_option(parser, default)
     parser.add_argument("--machine", action="append", default=default, help="runs of this machine: its fingerprint "
                         "id (or a prefix) or part of its CPU name (repeat it for several)")
+    parser.add_argument("--model", action="append", default=default, help="runs of this model: its fingerprint "
+                        "(or a prefix) or part of its name or path (repeat it for several)")
     parser.add_argument("--since", default=default, help="runs since a time: ISO 8601 (2026-11-01, "
                         "2026-11-01T12:00) or 30d / 12h ago")
     parser.add_argument("--branch", default=default, help="runs of one git branch")
@@ -86,8 +88,8 @@ def selection_of(args) -> Selection:
     if args.last is not None and args.last < 1:
         raise OrtgateError(f"--last must be at least 1, got {args.last}")
     variants = getattr(args, "variant", None)
-    return Selection(tuple(args.machine) if args.machine else None, parse_since(args.since), args.branch,
-                     tuple(variants) if variants else None, args.last)
+    return Selection(tuple(args.machine) if args.machine else None, tuple(args.model) if args.model else None,
+                     parse_since(args.since), args.branch, tuple(variants) if variants else None, args.last)
 
 
 def open_store(args, *, create: bool = False) -> Store:

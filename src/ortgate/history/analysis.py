@@ -6,7 +6,9 @@ from __future__ import annotations
 import math
 import statistics
 from collections import defaultdict
+from pathlib import Path
 
+from ortgate.files import json_digest
 from ortgate.history.changepoints import MIN_SIZE, detect, estimate_noise
 from ortgate.history.series import METRICS, Metric, Point, RunInfo, Series, Step
 from ortgate.history.store import Selection, Store
@@ -19,8 +21,11 @@ COLUMNS = {"ratio": ("ratio", "ratio_low", "ratio_high"), "accuracy": ("accuracy
 
 
 def run_info(row) -> RunInfo:
+    data = row.data_fingerprint or json_digest(row.data)  # a record before schema 5: its data's description
+    name = "/".join(Path(row.model).parts[-2:]) if "/" in row.model else row.model
     return RunInfo(row.id, row.generated.isoformat(), row.machine_id, row.cpu, row.git_commit, row.git_branch,
-                   dict(row.versions or {}))
+                   dict(row.versions or {}), f"{row.model_fingerprint[:12]}/{data[:12]}",
+                   f"{name} ({row.model_fingerprint[:8]}) on {row.data.split(':')[0][:40]}")
 
 
 def cause(before: RunInfo, after: RunInfo) -> str:
@@ -85,7 +90,9 @@ def analyse(variant: str, machine_id: str, metric: Metric, points: list[Point], 
     values = values if values is not None else [metric.analysed(p.value) for p in points]
     noise = shrunk_noise(estimate_noise(values), len(values), pooled)
     found = detect(values, noise=noise, floor=metric.floor)
-    return Series(variant, machine_id, metric, points, large_steps(metric, points, found.indices), found.noise, parent)
+    run = points[-1].run
+    return Series(variant, machine_id, metric, points, large_steps(metric, points, found.indices), found.noise, parent,
+                  run.experiment, run.model)
 
 
 def large_steps(metric: Metric, points: list[Point], indices: tuple[int, ...]) -> list[Step]:
@@ -101,14 +108,18 @@ def large_steps(metric: Metric, points: list[Point], indices: tuple[int, ...]) -
 
 
 def analyse_all(raw: list[tuple[str, str, Metric, list[Point], str | None]]) -> list[Series]:
-    """Each series analysed with its noise pooled over its machine's series of the same metric."""
+    """Each series analysed with its noise pooled over its machine's series of the same metric and experiment."""
     analysed = [[metric.analysed(p.value) for p in points] for _, _, metric, points, _ in raw]
-    own: dict[tuple[str, str], list[float]] = defaultdict(list)
+
+    def pool(machine_id: str, metric: Metric, points: list[Point]) -> tuple[str, str, str]:
+        return machine_id, points[0].run.experiment, metric.name
+
+    own: dict[tuple[str, str, str], list[float]] = defaultdict(list)
     for (_, machine_id, metric, points, _), values in zip(raw, analysed, strict=True):
         if len(points) >= 2 * MIN_SIZE:
-            own[(machine_id, metric.name)].append(estimate_noise(values))
+            own[pool(machine_id, metric, points)].append(estimate_noise(values))
     pooled = {key: statistics.median(noises) for key, noises in own.items()}
-    return [analyse(v, m, metric, points, parent, pooled.get((m, metric.name)), values)
+    return [analyse(v, m, metric, points, parent, pooled.get(pool(m, metric, points)), values)
             for (v, m, metric, points, parent), values in zip(raw, analysed, strict=True)]
 
 
@@ -118,20 +129,22 @@ def _usable(metric: Metric, value) -> bool:
 
 def load_series(store: Store, selection: Selection | None = None, metrics: tuple[str, ...] = tuple(METRICS),
                 log=None) -> list[Series]:
-    """Every series of the selected runs, steps detected; the baseline's ratio (1 by definition) is left out."""
+    """Every series of the selected runs (per variant, machine and experiment: model and data), steps detected; the
+    baseline's ratio (1 by definition) is left out."""
     selection = selection or Selection()
     runs = store.run_rows(selection)
     infos = {row.id: run_info(row) for row in runs}
     baselines = {row.id: row.baseline for row in runs}
     order = {row.id: i for i, row in enumerate(runs)}
-    groups: dict[tuple[str, str], list] = defaultdict(list)
+    groups: dict[tuple[str, str, str], list] = defaultdict(list)
     wanted = ("run_id", "variant", "parent", "gate", *{c for name in metrics for c in COLUMNS[name] if c})
     at = {name: i for i, name in enumerate(wanted)}  # rows as tuples: getattr on a Row is slow
     for row in store.variant_rows(list(infos), selection.variants, wanted):
         row = tuple(row)
-        groups[(row[at["variant"]], infos[row[at["run_id"]]].machine_id)].append(row)
+        info = infos[row[at["run_id"]]]
+        groups[(row[at["variant"]], info.machine_id, info.experiment)].append(row)
     raw = []
-    for (variant, machine_id), rows in sorted(groups.items()):
+    for (variant, machine_id, _), rows in sorted(groups.items()):
         rows.sort(key=lambda r: order[r[at["run_id"]]])
         parent = next((r[at["parent"]] for r in reversed(rows) if r[at["parent"]]), None)
         for name in metrics:

@@ -57,6 +57,10 @@ class RunInfo:
     commit: str | None = None
     branch: str | None = None
     versions: dict[str, str] = field(default_factory=dict)
+    # What was measured: the model and data fingerprints (runs of another model or data set are another series)
+    # and how the history names them
+    experiment: str = ""
+    model: str = ""
 
     @property
     def label(self) -> str:
@@ -95,6 +99,8 @@ class Series:
     steps: list[Step] = field(default_factory=list)
     noise: float | None = None  # the sd assumed on the analysis scale (log or pp)
     parent: str | None = None
+    experiment: str = ""  # RunInfo.experiment of its runs
+    model: str = ""
 
     @property
     def newest_step(self) -> Step | None:
@@ -102,4 +108,4 @@ class Series:
 
     @property
     def key(self) -> str:
-        return f"{self.variant}@{self.machine_id}:{self.metric.name}"
+        return f"{self.variant}@{self.machine_id}:{self.metric.name}" + (f" [{self.model}]" if self.model else "")

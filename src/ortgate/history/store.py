@@ -94,10 +94,12 @@ class StoredRun:
 
 @dataclass(frozen=True)
 class Selection:
-    """Which stored runs: machines (each a fingerprint id prefix or a part of the CPU's name), runs since a time,
+    """Which stored runs: machines (each a fingerprint id prefix or a part of the CPU's name), models (each a
+    fingerprint prefix or a part of the model's name), runs since a time,
     a branch, variants, the newest `last` runs."""
 
     machine: tuple[str, ...] | None = None
+    model: tuple[str, ...] | None = None
     since: datetime | None = None
     branch: str | None = None
     variants: tuple[str, ...] | None = None
@@ -266,6 +268,9 @@ class Store:
         if selection.machine:
             query = query.where(or_(*(or_(runs.c.machine_id.startswith(m), func.lower(runs.c.cpu).contains(m.lower()))
                                       for m in selection.machine)))
+        if selection.model:
+            query = query.where(or_(*(or_(runs.c.model_fingerprint.startswith(m),
+                                          func.lower(runs.c.model).contains(m.lower())) for m in selection.model)))
         if selection.since is not None:
             query = query.where(runs.c.generated >= selection.since)
         if selection.branch:
@@ -282,9 +287,10 @@ class Store:
             return [r for (r,) in conn.execute(query)][::-1]
 
     def run_rows(self, selection: Selection | None = None):
-        """The selected runs without their records (id, time, machine, commit, branch, versions), oldest first."""
+        """The selected runs without their records (time, machine, commit, versions, model, data), oldest first."""
         columns = [runs.c.id, runs.c.generated, runs.c.machine_id, runs.c.cpu, runs.c.git_commit, runs.c.git_branch,
-                   runs.c.versions, runs.c.baseline]
+                   runs.c.versions, runs.c.baseline, runs.c.model_fingerprint, runs.c.model, runs.c.data,
+                   runs.c.data_fingerprint]
         ids = self.run_ids(selection)
         with self._failing("reading runs"), self._reading() as conn:
             rows = conn.execute(select(*columns).where(runs.c.id.in_(ids))).all() if ids else []

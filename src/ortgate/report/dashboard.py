@@ -55,10 +55,16 @@ class Group:
     machine_id: str
     series: dict[str, Series] = field(default_factory=dict)
     parent: str | None = None
+    experiment: str = ""  # the model and data measured (a machine's runs of two models are two groups)
+    model: str = ""
 
     @property
     def slug(self) -> str:
-        return safe_name(f"{self.variant}@{self.machine_id}")
+        return safe_name(f"{self.variant}@{self.machine_id}" + (f"#{self.experiment}" if self.experiment else ""))
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return self.variant, self.machine_id, self.experiment
 
     @property
     def anchor(self) -> str:
@@ -105,16 +111,18 @@ def _metric_order(name: str) -> tuple[int, str]:
 
 
 def group_series(series: list[Series]) -> list[Machine]:
-    """The series by machine (in first-seen order), and on each by variant; metrics in the METRICS order."""
+    """The series by machine (in first-seen order), and on each by variant and experiment; metrics in the METRICS
+    order."""
     machines: dict[str, Machine] = {}
-    groups: dict[tuple[str, str], Group] = {}
+    groups: dict[tuple[str, str, str], Group] = {}
     for s in series:
         if not s.points:
             continue
         machine = machines.setdefault(s.machine_id, Machine(s.machine_id, s.points[0].run.cpu))
-        group = groups.get((s.variant, s.machine_id))
+        group = groups.get((s.variant, s.machine_id, s.experiment))
         if group is None:
-            group = groups[(s.variant, s.machine_id)] = Group(s.variant, s.machine_id)
+            group = Group(s.variant, s.machine_id, experiment=s.experiment, model=s.model)
+            groups[group.key] = group
             machine.groups.append(group)
         if s.metric.name in group.series:
             raise DashboardError(f"two series for {s.key}: give each variant × machine × metric once")
@@ -259,9 +267,11 @@ def _gate_cell(gate: str | None) -> str:
 
 def machine_section(machine: Machine) -> str:
     metrics = sorted({name for g in machine.groups for name in g.series}, key=_metric_order)
+    several = len({g.experiment for g in machine.groups}) > 1  # runs of several models or data sets here
     head = "".join(f"<th>{html.escape(name)}</th>" for name in metrics)
     rows = "".join(
-        f'<tr><th><a href="#{g.anchor}">{html.escape(g.variant)}</a></th>{_gate_cell(g.latest_gate())}'
+        f'<tr><th><a href="#{g.anchor}">{html.escape(g.variant)}</a>'
+        + (f"<br><small>{html.escape(g.model)}</small>" if several else "") + f"</th>{_gate_cell(g.latest_gate())}"
         + "".join(_cell(g.series.get(name)) for name in metrics) + "</tr>"
         for g in machine.groups)
     return (f'<section id="{machine.anchor}"><h2>{html.escape(machine.cpu)} <small>[{html.escape(machine.id)}]'
@@ -269,20 +279,20 @@ def machine_section(machine: Machine) -> str:
             f"<tbody>{rows}</tbody></table></section>")
 
 
-def _links(group: Group, by_key: dict[tuple[str, str], Group]) -> str:
+def _links(group: Group, by_key: dict[tuple[str, str, str], Group]) -> str:
     parts = []
     if group.parent:
-        parent = by_key.get((group.parent, group.machine_id))
+        parent = by_key.get((group.parent, group.machine_id, group.experiment))
         parts.append(f'parent: <a href="#{parent.anchor}">{html.escape(group.parent)}</a>' if parent
                      else f"parent: {html.escape(group.parent)} (no runs on this machine)")
-    others = [g for (v, _), g in by_key.items() if v == group.variant and g is not group]
+    others = [g for (v, _, e), g in by_key.items() if v == group.variant and e == group.experiment and g is not group]
     if others:
         parts.append("on other machines: " + ", ".join(
             f'<a href="#{g.anchor}">{html.escape(g.machine_id)}</a>' for g in others))
     return f"<p>{' · '.join(parts)}</p>" if parts else ""
 
 
-def group_block(group: Group, by_key: dict[tuple[str, str], Group], cpu: str) -> str:
+def group_block(group: Group, by_key: dict[tuple[str, str, str], Group], cpu: str) -> str:
     steps = [f"<li><b>{html.escape(name)}</b>: {html.escape(step_text(st))}</li>"
              for name, s in group.series.items() for st in s.steps]
     listed = f"<ul>{''.join(steps)}</ul>" if steps else "<p>No steps detected.</p>"
@@ -291,7 +301,8 @@ def group_block(group: Group, by_key: dict[tuple[str, str], Group], cpu: str) ->
     width = round(FIG_WIDTH_IN * DPI)
     height = round(figure_height_in(len(group.series)) * DPI)
     return (f'<section class="block" id="{group.anchor}"><h3>{html.escape(group.variant)} on '
-            f"{html.escape(cpu)} <small>[{html.escape(group.machine_id)}], {runs} run(s)</small></h3>\n"
+            f"{html.escape(cpu)} <small>[{html.escape(group.machine_id)}], {runs} run(s)"
+            + (f", {html.escape(group.model)}" if group.model else "") + "</small></h3>\n"
             f"{_links(group, by_key)}\n"
             f'<img src="plots/{html.escape(group.plot_name)}" alt="{html.escape(alt)}" width="{width}" '
             f'height="{height}">\n<h4>Steps</h4>{listed}</section>')
@@ -314,7 +325,7 @@ LEGEND = ("Per metric: the newest value and the newest detected step (its change
 
 
 def render_index(machines: list[Machine], title: str) -> str:
-    by_key = {(g.variant, g.machine_id): g for m in machines for g in m.groups}
+    by_key = {g.key: g for m in machines for g in m.groups}
     nav = " · ".join(f'<a href="#{m.anchor}">{html.escape(m.id)}</a>' for m in machines)
     sections = "\n".join(machine_section(m) for m in machines)
     blocks = "\n".join(group_block(g, by_key, m.cpu) for m in machines for g in m.groups)

@@ -39,18 +39,22 @@ def render_markdown(series: list[Series], failing: list[Series], *, all_series: 
     """The series with steps (every series with `all_series`), newest step last in each row."""
     shown = [s for s in series if s.steps or all_series]
     machines = sorted({s.machine_id for s in series})
+    several = len({s.experiment for s in series}) > 1  # models or data sets: each its own series, named
     lines = [f"# ortgate history: {len(series)} series on {len(machines)} machine(s), "
              f"{sum(len(s.steps) for s in series)} step(s)", ""]
     if failing:
         lines += ["**Newest step is a regression:** " + ", ".join(
-            f"`{s.variant}` {s.metric.name} on {s.machine_id} ({s.newest_step.change})" for s in failing), ""]
+            f"`{s.variant}` {s.metric.name} on {s.machine_id}" + (f" [{s.model}]" if several else "")
+            + f" ({s.newest_step.change})" for s in failing), ""]
     if not shown:
         return "\n".join(lines + ["No steps detected.", ""])
-    lines += [f"| variant | machine | metric | runs | last {SPARK_RUNS} | newest | noise (sd) | steps (oldest first) |",
-              "|---|---|---|---|---|---|---|---|"]
+    model_head, model_rule = ("model | ", "---|") if several else ("", "")
+    lines += [f"| variant | machine | {model_head}metric | runs | last {SPARK_RUNS} | newest | noise (sd) | "
+              "steps (oldest first) |", f"|---|---|{model_rule}---|---|---|---|---|---|"]
     for s in shown:
         steps = "<br>".join(step_text(s, st) for st in s.steps) or "none"
-        lines.append(f"| `{s.variant}` | {s.machine_id} | {s.metric.name} | {len(s.points)} | {sparkline(s)} | "
+        model = f"{s.model} | " if several else ""
+        lines.append(f"| `{s.variant}` | {s.machine_id} | {model}{s.metric.name} | {len(s.points)} | {sparkline(s)} | "
                      f"{s.metric.value_text(s.points[-1].value)} | {_noise(s)} | {steps} |")
     return "\n".join(lines + [""])
 
@@ -58,7 +62,7 @@ def render_markdown(series: list[Series], failing: list[Series], *, all_series: 
 def series_dict(series: Series) -> dict:
     return {
         "variant": series.variant, "machine": series.machine_id, "metric": series.metric.name,
-        "parent": series.parent, "noise": series.noise,
+        "model": series.model, "experiment": series.experiment, "parent": series.parent, "noise": series.noise,
         "points": [{"run": p.run.run_id, "generated": p.run.generated, "commit": p.run.commit, "value": p.value,
                     "low": p.low, "high": p.high, "gate": p.gate} for p in series.points],
         "steps": [{"index": st.index, "run": st.run.run_id, "commit": st.run.commit, "generated": st.run.generated,
@@ -69,4 +73,5 @@ def series_dict(series: Series) -> dict:
 
 def history_dict(series: list[Series], failing: list[Series]) -> dict:
     return {"series": [series_dict(s) for s in series],
-            "failing": [{"variant": s.variant, "machine": s.machine_id, "metric": s.metric.name} for s in failing]}
+            "failing": [{"variant": s.variant, "machine": s.machine_id, "metric": s.metric.name, "model": s.model}
+                        for s in failing]}
